@@ -1,0 +1,147 @@
+"""Read commands: status, positions, reservations, history, audit, config show.
+
+Each reads one consistent snapshot through a read-only connection, so they
+are safe to run while the engine writes. `--json` prints one JSON value with
+amounts as decimal strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from console.errors import Failed
+from console.output import emit_json, money, plain, price, table
+
+JSON = typer.Option(False, "--json", help="One JSON value on stdout (amounts as decimal strings).")
+
+
+def _context():
+    from engine.kernel import DB_NAME, policy_for
+    from engine.settings import load_settings
+
+    settings = load_settings()
+    db = Path(settings.home) / DB_NAME
+    if not db.exists():
+        raise Failed(f"no book at {db}: start the engine once with `botctl run`")
+    return settings, db, policy_for(settings)
+
+
+def status(json_out: bool = JSON) -> None:
+    """Mode, stage, trading state and money per chain."""
+    from engine import views
+
+    settings, db, policy = _context()
+    data = asyncio.run(views.status(db, policy))
+    data = {"mode": settings.mode, "stage": settings.profile, "dry_run": settings.dry_run, "owner": None, **data}
+    if json_out:
+        emit_json(data)
+        return
+    print(f"mode {data['mode'].upper()}  stage {data['stage']}  trading {data['trading_state']}  "
+          f"open positions {data['open_positions']}  orders in flight {data['orders_in_flight']}"
+          + (f" ({data['orders_unknown']} unknown)" if data["orders_unknown"] else ""))
+    rows = [[name, money(c["cash"]), money(c["reserved"]), money(c["open_value"]), money(c["realized_pnl"]),
+             money(c["unrealized_pnl"]), plain(c["network_fees"])] for name, c in data["chains"].items()]
+    table("Chains (quote units)", ["chain", "cash", "reserved", "open value", "realized pnl", "unrealized pnl",
+                                   "network fees (native)"], rows, {1, 2, 3, 4, 5, 6})
+    print(f"equity {money(data['equity'])}")
+
+
+def positions(all_: bool = typer.Option(False, "--all", help="Include closed positions."),
+              json_out: bool = JSON) -> None:
+    """Open (and closing) positions; --all adds closed ones."""
+    from engine import views
+
+    _settings, db, policy = _context()
+    rows = asyncio.run(views.positions(db, policy, include_closed=all_))
+    if json_out:
+        emit_json([{k: r[k] for k in ("id", "chain", "token", "state", "size", "cost", "entry_price", "mark_price",
+                                      "pnl", "opened_at", "value", "closed_at", "exit_price", "close_reason")}
+                   for r in rows])
+        return
+    table("Positions", ["id", "chain", "token", "state", "size", "cost", "entry", "mark", "pnl", "opened"],
+          [[str(r["id"]), r["chain"], r["token"], r["state"], plain(r["size"]), money(r["cost"]),
+            price(r["entry_price"]), price(r["mark_price"]), money(r["pnl"]), r["opened_at"]] for r in rows],
+          {0, 4, 5, 6, 7, 8})
+
+
+def reservations(json_out: bool = JSON) -> None:
+    """Funds held for orders in flight, with the order that holds them."""
+    from engine import views
+
+    _settings, db, policy = _context()
+    rows = asyncio.run(views.reservations(db, policy))
+    if json_out:
+        emit_json(rows)
+        return
+    table("Reservations", ["id", "kind", "chain", "token", "amount", "fee reserve", "state", "order", "tx"],
+          [[str(r["id"]), r["kind"], r["chain"], r["token"], money(r["amount"]), plain(r["fee_reserve"]),
+            r["state"], f"{r['order_id']} ({r['order_state']})", (r["tx_id"] or "-")[:18]] for r in rows],
+          {0, 4, 5})
+
+
+def history(limit: int = typer.Option(50, "--limit", min=1, help="How many fills, newest first."),
+            json_out: bool = JSON) -> None:
+    """Fills, newest first."""
+    from engine import views
+
+    _settings, db, policy = _context()
+    rows = asyncio.run(views.history(db, policy, limit))
+    if json_out:
+        emit_json([{k: r[k] for k in ("id", "position_id", "side", "chain", "token", "amount", "price", "fee",
+                                      "tx_id", "at", "quote_amount", "network_fee")} for r in rows])
+        return
+    table("History", ["id", "position", "side", "chain", "token", "amount", "quote", "price", "fee", "at"],
+          [[str(r["id"]), str(r["position_id"]), r["side"], r["chain"], r["token"], plain(r["amount"]),
+            money(r["quote_amount"]), price(r["price"]), money(r["fee"], 4), r["at"]] for r in rows],
+          {0, 1, 5, 6, 7, 8})
+
+
+def audit(json_out: bool = JSON) -> int:
+    """Recompute the book from the journal and check every invariant; exit 1 on any violation."""
+    import sqlite3
+
+    from engine.audit import audit as run_audit
+
+    _settings, db, policy = _context()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        problems = run_audit(lambda sql: conn.execute(sql).fetchall(), policy)
+        events = conn.execute("SELECT count(*) FROM journal").fetchone()[0]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    if json_out:
+        emit_json({"clean": not problems, "events": events, "violations": problems})
+    elif problems:
+        for line in problems:
+            print(f"violation: {line}")
+    else:
+        print(f"audit clean: {events} journal events replayed, every invariant holds")
+    if problems:
+        raise Failed(f"audit found {len(problems)} violation(s)")
+    return 0
+
+
+def config_show(json_out: bool = JSON) -> None:
+    """The settings in force (secrets masked)."""
+    from engine.settings import load_settings
+
+    shown = load_settings().shown()
+    if json_out:
+        emit_json(shown)
+        return
+    for key, value in shown.items():
+        print(f"{key} = {value}")
+
+
+COMMANDS = {
+    "status": status,
+    "positions": positions,
+    "reservations": reservations,
+    "history": history,
+    "audit": audit,
+}

@@ -1,0 +1,84 @@
+"""`botctl run`: the headless engine, with progress on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+
+import typer
+
+from console.output import money
+
+
+def _progress(engine, every_s: float = 2.0):
+    last = [0.0]
+
+    def show(eng) -> None:
+        now = time.monotonic()
+        if now - last[0] < every_s:
+            return
+        last[0] = now
+        book = eng.book
+        cash = "  ".join(
+            f"{name} {money(_whole(book.balance(name, 'quote', 'cash'), spec.quote_decimals))}"
+            for name, spec in sorted(book.policy.chains.items()))
+        sys.stderr.write(
+            f"block {eng.venue.height}  opened {eng.stats.opened}  closed {eng.stats.closed}  "
+            f"open {len(book.positions.base)}  in flight {len(book.orders.base)}  "
+            f"state {book.trading_state.value}  cash: {cash}\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _whole(units: int, decimals: int):
+    from engine.money import from_units
+
+    return from_units(units, decimals)
+
+
+def run_command(
+    profile: str = typer.Option(None, "--profile", help="Profile to run (default: BOTCTL_PROFILE or paper)."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the simulated market (paper mode)."),
+    duration: float = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
+    signals: str = typer.Option(None, "--signals", help="Read entries from a JSONL file (- for stdin)."),
+) -> None:
+    """Run the engine headless until Ctrl-C or --duration."""
+    from engine.settings import load_settings
+
+    overrides = {"profile": profile}
+    settings = load_settings(**overrides)
+    if seed is not None:
+        settings = settings.model_copy(update={"paper": settings.paper.model_copy(update={"seed": seed})})
+    asyncio.run(_run(settings, duration, signals))
+
+
+async def _run(settings, duration, signals) -> None:
+    from engine import logs
+    from engine.kernel import build
+    from console.errors import Failed
+    from engine.paper.venue import VenueRejected
+
+    from storage import ensure_home
+
+    logs.setup(ensure_home(settings.home))
+    try:
+        engine = await build(settings, signals)
+    except VenueRejected as exc:
+        raise Failed(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise Failed(str(exc)) from None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, engine.stop)
+    sys.stderr.write(f"botctl: {settings.mode} mode, stage {settings.profile}, seed {settings.paper.seed}, "
+                     f"home {settings.home} (Ctrl-C stops)\n")
+    try:
+        await engine.run(duration, _progress(engine))
+    finally:
+        stats, book = engine.stats, engine.book
+        await engine.close()
+        sys.stderr.write(f"stopped: {stats.ticks} blocks, {stats.opened} opened, {stats.closed} closed, "
+                         f"{len(book.positions.base)} open, {len(book.orders.base)} orders in flight\n")

@@ -1,0 +1,495 @@
+"""decide(book, command) -> events and evolve(book, event) -> book. No IO, no clock.
+
+`decide` reads the book and returns the events a command produces (a refusal
+is a one-event list with a reason). `evolve` applies one event to an overlay of
+the book (see engine.book) and returns it. Replaying the journal through
+`evolve` rebuilds the book exactly: that is what `botctl audit` checks.
+
+Ledger conventions (double entry, per chain and asset, debit minus credit):
+  reserve      dr reserved   cr cash
+  fill (buy)   dr positions  cr reserved     amount paid, venue fee included
+  unused       dr cash       cr reserved
+  close        dr cash       cr positions    cost basis back ...
+               dr cash       cr pnl          ... plus a gain (or dr pnl cr cash for a loss)
+  network fee  dr fees       cr reserved
+  deposit      dr cash       cr deposits
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+from engine.book import Book, Fill, NonceState, Order, Position, Reservation
+from engine.messages import (
+    AbandonOrder,
+    CloseDenied,
+    CloseRequested,
+    CommandRejected,
+    Deposit,
+    Deposited,
+    EntryDenied,
+    EntryReserved,
+    MarkBroadcast,
+    MarkPrices,
+    NonceFloorRaised,
+    OrderAbandoned,
+    OrderFailed,
+    OrderFilled,
+    OrderOutcomeUnknown,
+    OrderSigned,
+    OrderSubmitted,
+    PositionClosed,
+    PositionOpened,
+    Posting,
+    PricesMarked,
+    RaiseNonceFloor,
+    RecordFailure,
+    RecordFill,
+    RecordSubmission,
+    RecordUnknown,
+    RequestClose,
+    ReserveEntry,
+    SetTradingState,
+    TradingState,
+    TradingStateChanged,
+)
+from engine.money import price_of
+from engine.risk import Denied, check_entry
+
+ASSETS = ("quote", "native")
+ACCOUNTS = ("cash", "reserved", "positions", "fees", "pnl", "deposits")
+
+
+def _reject(cmd, reason: str, ref: str = "") -> list:
+    return [CommandRejected(type(cmd).__name__, reason, cmd.at, ref)]
+
+
+def _next_nonce(book: Book, chain: str, address: str) -> int:
+    state = book.nonces.get((chain, address)) or NonceState()
+    if state.free:
+        return min(state.free)
+    return max(state.next, state.floor)
+
+
+def _release(chain: str, quote: int, native: int, fee_paid: int) -> tuple[Posting, ...]:
+    """Void a reservation, posting only the network fee the chain says was paid."""
+    postings = []
+    if quote:
+        postings.append(Posting(chain, "quote", "cash", "reserved", quote))
+    if fee_paid:
+        postings.append(Posting(chain, "native", "fees", "reserved", min(fee_paid, native)))
+        if fee_paid > native:  # paid more than held: evidence wins, the audit will show it
+            postings.append(Posting(chain, "native", "fees", "cash", fee_paid - native))
+    if native > fee_paid:
+        postings.append(Posting(chain, "native", "cash", "reserved", native - fee_paid))
+    return tuple(postings)
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def decide(book: Book, cmd) -> list:
+    handler = _DECIDERS.get(type(cmd))
+    if handler is None:
+        raise TypeError(f"not a command: {cmd!r}")
+    return handler(book, cmd)
+
+
+def _decide_deposit(book: Book, cmd: Deposit) -> list:
+    if cmd.chain not in book.policy.chains:
+        return _reject(cmd, f"unknown chain {cmd.chain!r}", cmd.ref)
+    if cmd.asset not in ASSETS:
+        return _reject(cmd, f"unknown asset {cmd.asset!r}", cmd.ref)
+    if cmd.amount <= 0:
+        return _reject(cmd, "deposit must be positive", cmd.ref)
+    if cmd.ref in book.deposits:
+        return _reject(cmd, f"deposit {cmd.ref} already recorded", cmd.ref)
+    posting = Posting(cmd.chain, cmd.asset, "cash", "deposits", cmd.amount)
+    return [Deposited(cmd.chain, cmd.asset, cmd.amount, cmd.ref, cmd.at, (posting,))]
+
+
+def _decide_reserve(book: Book, cmd: ReserveEntry) -> list:
+    try:
+        amount = check_entry(book, cmd)
+    except Denied as denied:
+        return [EntryDenied(cmd.chain, cmd.token, str(denied), cmd.signal_id, cmd.at)]
+    chain = book.policy.chains[cmd.chain]
+    nonce = _next_nonce(book, chain.name, chain.address) if chain.uses_nonces else None
+    postings = [Posting(cmd.chain, "quote", "reserved", "cash", amount)]
+    if cmd.fee_reserve:
+        postings.append(Posting(cmd.chain, "native", "reserved", "cash", cmd.fee_reserve))
+    return [
+        EntryReserved(
+            reservation_id=book.meta.get("next_reservation"),
+            order_id=book.meta.get("next_order"),
+            chain=cmd.chain,
+            token=cmd.token,
+            amount=amount,
+            fee_reserve=cmd.fee_reserve,
+            nonce=nonce,
+            address=chain.address if chain.uses_nonces else None,
+            signal_id=cmd.signal_id,
+            at=cmd.at,
+            postings=tuple(postings),
+        )
+    ]
+
+
+def _decide_close(book: Book, cmd: RequestClose) -> list:
+    position = book.positions.get(cmd.position_id)
+    if position is None:
+        if 0 < cmd.position_id < book.meta.get("next_position"):
+            return [CloseDenied(cmd.position_id, f"position {cmd.position_id} is already closed", cmd.at)]
+        return [CloseDenied(cmd.position_id, f"no position {cmd.position_id}", cmd.at)]
+    if position.state == "closing":
+        return [CloseDenied(cmd.position_id, f"position {cmd.position_id} is already closing", cmd.at)]
+    if cmd.by == "engine" and book.trading_state is TradingState.HALTED:
+        return [CloseDenied(cmd.position_id, "trading is halted: no automatic exits", cmd.at)]
+    if cmd.fee_reserve > book.balance(position.chain, "native", "cash"):
+        return [CloseDenied(cmd.position_id, f"insufficient native balance on {position.chain} for network fees", cmd.at)]
+    chain = book.policy.chains[position.chain]
+    nonce = _next_nonce(book, chain.name, chain.address) if chain.uses_nonces else None
+    postings = ()
+    if cmd.fee_reserve:
+        postings = (Posting(position.chain, "native", "reserved", "cash", cmd.fee_reserve),)
+    return [
+        CloseRequested(
+            position_id=position.id,
+            order_id=book.meta.get("next_order"),
+            reservation_id=book.meta.get("next_reservation"),
+            fee_reserve=cmd.fee_reserve,
+            nonce=nonce,
+            address=chain.address if chain.uses_nonces else None,
+            reason=cmd.reason,
+            by=cmd.by,
+            at=cmd.at,
+            postings=postings,
+        )
+    ]
+
+
+def _decide_submission(book: Book, cmd: RecordSubmission) -> list:
+    order = book.orders.get(cmd.order_id)
+    if order is None:
+        return _reject(cmd, f"no order {cmd.order_id} in flight", str(cmd.order_id))
+    if order.state != "new":
+        if order.tx_id == cmd.tx_id:
+            return []  # a retry of what is already recorded
+        return _reject(cmd, f"order {order.id} is {order.state}: already signed as {order.tx_id}", str(order.id))
+    return [OrderSigned(order.id, cmd.tx_id, cmd.raw, cmd.expiry, cmd.quoted_out, cmd.min_out, cmd.at)]
+
+
+def _decide_broadcast(book: Book, cmd: MarkBroadcast) -> list:
+    order = book.orders.get(cmd.order_id)
+    if order is None or order.state == "new":
+        return _reject(cmd, f"order {cmd.order_id} has no signed transaction in flight", str(cmd.order_id))
+    if order.state == "submitted":
+        return []
+    return [OrderSubmitted(order.id, cmd.at)]
+
+
+def _decide_fill(book: Book, cmd: RecordFill) -> list:
+    order = book.orders.get(cmd.order_id)
+    if order is None or order.state == "new":
+        return _reject(cmd, f"order {cmd.order_id} has no signed transaction in flight", str(cmd.order_id))
+    if cmd.amount_in > order.amount_in or cmd.amount_in <= 0 or cmd.amount_out < 0 or cmd.network_fee < 0:
+        return _reject(cmd, f"fill of order {order.id} does not match the order", str(order.id))
+    reservation = book.reservations.get(order.reservation_id)
+    chain = book.policy.chains[order.chain]
+    token_decimals = chain.tokens.get(order.token, 18)
+    c = order.chain
+    native = _release(c, 0, reservation.fee_amount, cmd.network_fee)
+    if order.intent == "entry":
+        position_id = book.meta.get("next_position")
+        price = price_of(cmd.amount_in, cmd.amount_out, chain.quote_decimals, token_decimals)
+        postings = [Posting(c, "quote", "positions", "reserved", cmd.amount_in)]
+        if reservation.amount > cmd.amount_in:
+            postings.append(Posting(c, "quote", "cash", "reserved", reservation.amount - cmd.amount_in))
+        filled = OrderFilled(order.id, book.meta.get("next_fill"), position_id, cmd.amount_in, cmd.amount_out,
+                             cmd.fee, cmd.network_fee, price, cmd.at, tuple(postings) + native)
+        opened = PositionOpened(position_id, order.id, c, order.token, cmd.amount_out, cmd.amount_in, price, cmd.at)
+        return [filled, opened]
+    position = book.positions.get(order.position_id)
+    proceeds = cmd.amount_out - cmd.fee
+    pnl = proceeds - position.cost
+    price = price_of(cmd.amount_out, cmd.amount_in, chain.quote_decimals, token_decimals)
+    postings = [Posting(c, "quote", "cash", "positions", position.cost)]
+    if pnl > 0:
+        postings.append(Posting(c, "quote", "cash", "pnl", pnl))
+    elif pnl < 0:
+        postings.append(Posting(c, "quote", "pnl", "cash", -pnl))
+    filled = OrderFilled(order.id, book.meta.get("next_fill"), position.id, cmd.amount_in, cmd.amount_out,
+                         cmd.fee, cmd.network_fee, price, cmd.at, native)
+    closed = PositionClosed(position.id, order.id, proceeds, pnl, price,
+                            cmd.at + book.policy.limits.cooldown_ms, cmd.at, tuple(postings))
+    return [filled, closed]
+
+
+def _decide_failure(book: Book, cmd: RecordFailure) -> list:
+    order = book.orders.get(cmd.order_id)
+    if order is None:
+        return _reject(cmd, f"no order {cmd.order_id} in flight", str(cmd.order_id))
+    if cmd.network_fee < 0:
+        return _reject(cmd, "network fee must not be negative", str(order.id))
+    reservation = book.reservations.get(order.reservation_id)
+    postings = _release(order.chain, reservation.amount, reservation.fee_amount, cmd.network_fee)
+    return [OrderFailed(order.id, cmd.reason, cmd.network_fee, cmd.at, postings)]
+
+
+def _decide_unknown(book: Book, cmd: RecordUnknown) -> list:
+    order = book.orders.get(cmd.order_id)
+    if order is None or order.state == "new":
+        return _reject(cmd, f"order {cmd.order_id} has no signed transaction in flight", str(cmd.order_id))
+    if order.state == "unknown":
+        return []
+    return [OrderOutcomeUnknown(order.id, cmd.reason, cmd.at)]
+
+
+def _decide_abandon(book: Book, cmd: AbandonOrder) -> list:
+    order = book.orders.get(cmd.order_id)
+    if order is None:
+        return _reject(cmd, f"no order {cmd.order_id} in flight", str(cmd.order_id))
+    if order.state != "new":
+        # Signed bytes exist: only evidence from the chain may settle it now.
+        return _reject(cmd, f"order {order.id} is {order.state}: signed bytes exist", str(order.id))
+    reservation = book.reservations.get(order.reservation_id)
+    postings = _release(order.chain, reservation.amount, reservation.fee_amount, 0)
+    return [OrderAbandoned(order.id, cmd.reason, cmd.at, postings)]
+
+
+def _decide_marks(book: Book, cmd: MarkPrices) -> list:
+    if cmd.chain not in book.policy.chains:
+        return _reject(cmd, f"unknown chain {cmd.chain!r}")
+    return [PricesMarked(cmd.chain, cmd.prices, cmd.at)]
+
+
+def _decide_state(book: Book, cmd: SetTradingState) -> list:
+    previous = book.trading_state
+    if cmd.state is previous:
+        return _reject(cmd, f"trading is already {previous.value}")
+    return [TradingStateChanged(cmd.state, previous, cmd.reason, cmd.by, cmd.at)]
+
+
+def _decide_floor(book: Book, cmd: RaiseNonceFloor) -> list:
+    state = book.nonces.get((cmd.chain, cmd.address)) or NonceState()
+    if cmd.floor <= state.floor:
+        return []
+    return [NonceFloorRaised(cmd.chain, cmd.address, cmd.floor, cmd.at)]
+
+
+_DECIDERS = {
+    Deposit: _decide_deposit,
+    ReserveEntry: _decide_reserve,
+    RequestClose: _decide_close,
+    RecordSubmission: _decide_submission,
+    MarkBroadcast: _decide_broadcast,
+    RecordFill: _decide_fill,
+    RecordFailure: _decide_failure,
+    RecordUnknown: _decide_unknown,
+    AbandonOrder: _decide_abandon,
+    MarkPrices: _decide_marks,
+    SetTradingState: _decide_state,
+    RaiseNonceFloor: _decide_floor,
+}
+
+
+# --------------------------------------------------------------------------- evolve
+
+
+def evolve(book: Book, event) -> Book:
+    postings = getattr(event, "postings", None)
+    if postings:
+        balances = book.balances
+        for chain, asset, dr, cr, amount in postings:
+            kdr, kcr = (chain, asset, dr), (chain, asset, cr)
+            balances.put(kdr, balances.get(kdr, 0) + amount)
+            balances.put(kcr, balances.get(kcr, 0) - amount)
+    handler = _EVOLVERS.get(type(event))
+    if handler is not None:
+        handler(book, event)
+    return book
+
+
+def _bump(book: Book, key: str, by: int = 1) -> None:
+    book.meta.put(key, book.meta.get(key) + by)
+
+
+def _take_nonce(book: Book, chain: str, address: str | None, nonce: int | None) -> None:
+    if nonce is None:
+        return
+    key = (chain, address)
+    state = book.nonces.get(key) or NonceState()
+    if nonce in state.free:
+        state = replace(state, free=tuple(n for n in state.free if n != nonce))
+    else:
+        state = replace(state, next=max(state.next, nonce + 1))
+    book.nonces.put(key, state)
+
+
+def _free_nonce(book: Book, order: Order) -> None:
+    if order.nonce is None:
+        return
+    key = (order.chain, order.address)
+    state = book.nonces.get(key) or NonceState()
+    book.nonces.put(key, replace(state, free=tuple(sorted(state.free + (order.nonce,)))))
+
+
+def _evolve_deposited(book: Book, e: Deposited) -> None:
+    book.deposits.put(e.ref, e.amount)
+
+
+def _evolve_reserved(book: Book, e: EntryReserved) -> None:
+    book.reservations.put(e.reservation_id, Reservation(
+        e.reservation_id, "entry", e.chain, e.token, e.amount, e.fee_reserve, "held", e.order_id, None, e.at))
+    book.orders.put(e.order_id, Order(
+        e.order_id, "entry", e.chain, e.token, e.reservation_id, None, "new", e.amount, e.nonce, e.address, e.at, e.at))
+    book.slots.put((e.chain, e.token), f"r{e.reservation_id}")
+    if e.signal_id is not None:
+        book.signals.put(e.signal_id, e.reservation_id)
+    _take_nonce(book, e.chain, e.address, e.nonce)
+    meta = book.meta
+    meta.put("next_reservation", e.reservation_id + 1)
+    meta.put("next_order", e.order_id + 1)
+    meta.put("open_slots", meta.get("open_slots") + 1)
+
+
+def _evolve_entry_denied(book: Book, e: EntryDenied) -> None:
+    if e.signal_id is not None and e.signal_id not in book.signals:
+        book.signals.put(e.signal_id, 0)  # decided once, even when refused
+
+
+def _evolve_close_requested(book: Book, e: CloseRequested) -> None:
+    position = book.positions.get(e.position_id)
+    book.positions.put(position.id, replace(position, state="closing", exit_order=e.order_id, close_reason=e.reason))
+    book.reservations.put(e.reservation_id, Reservation(
+        e.reservation_id, "exit", position.chain, position.token, 0, e.fee_reserve, "held", e.order_id,
+        position.id, e.at))
+    book.orders.put(e.order_id, Order(
+        e.order_id, "exit", position.chain, position.token, e.reservation_id, position.id, "new", position.size,
+        e.nonce, e.address, e.at, e.at))
+    _take_nonce(book, position.chain, e.address, e.nonce)
+    book.meta.put("next_reservation", e.reservation_id + 1)
+    book.meta.put("next_order", e.order_id + 1)
+
+
+def _evolve_signed(book: Book, e: OrderSigned) -> None:
+    order = book.orders.get(e.order_id)
+    book.orders.put(order.id, replace(order, state="signed", tx_id=e.tx_id, raw=e.raw, expiry=e.expiry,
+                                      quoted_out=e.quoted_out, min_out=e.min_out, updated_at=e.at))
+
+
+def _evolve_submitted(book: Book, e: OrderSubmitted) -> None:
+    order = book.orders.get(e.order_id)
+    book.orders.put(order.id, replace(order, state="submitted", updated_at=e.at))
+
+
+def _evolve_unknown(book: Book, e: OrderOutcomeUnknown) -> None:
+    order = book.orders.get(e.order_id)
+    book.orders.put(order.id, replace(order, state="unknown", reason=e.reason, updated_at=e.at))
+
+
+def _settle(book: Book, order: Order, state: str, at: int) -> None:
+    reservation = book.reservations.get(order.reservation_id)
+    book.reservations.put(reservation.id, replace(reservation, state=state, settled_at=at))
+
+
+def _evolve_filled(book: Book, e: OrderFilled) -> None:
+    order = book.orders.get(e.order_id)
+    book.orders.put(order.id, replace(order, state="filled", updated_at=e.at))
+    _settle(book, order, "posted", e.at)
+    buy = order.intent == "entry"
+    book.fills.put(e.fill_id, Fill(
+        e.fill_id, e.position_id, order.id, "buy" if buy else "sell", order.chain, order.token,
+        e.amount_out if buy else e.amount_in, e.amount_in if buy else e.amount_out, e.price, e.fee,
+        e.network_fee, order.tx_id, e.at))
+    book.meta.put("next_fill", e.fill_id + 1)
+
+
+def _evolve_opened(book: Book, e: PositionOpened) -> None:
+    book.positions.put(e.position_id, Position(
+        e.position_id, e.chain, e.token, "open", e.size, e.cost, e.entry_price, e.at, e.order_id))
+    book.slots.put((e.chain, e.token), f"p{e.position_id}")
+    book.meta.put("next_position", e.position_id + 1)
+
+
+def _evolve_closed(book: Book, e: PositionClosed) -> None:
+    position = book.positions.get(e.position_id)
+    book.positions.put(position.id, replace(
+        position, state="closed", closed_at=e.at, proceeds=e.proceeds, pnl=e.pnl, exit_price=e.exit_price))
+    book.slots.drop((position.chain, position.token))
+    book.cooldowns.put((position.chain, position.token), e.cooldown_until)
+    _bump(book, "open_slots", -1)
+    book.meta.put("consecutive_losses", book.meta.get("consecutive_losses") + 1 if e.pnl < 0 else 0)
+
+
+def _unwind(book: Book, order: Order) -> None:
+    """An order that did not happen: an entry frees its token, an exit reopens its position."""
+    if order.intent == "entry":
+        book.slots.drop((order.chain, order.token))
+        _bump(book, "open_slots", -1)
+    else:
+        position = book.positions.get(order.position_id)
+        book.positions.put(position.id, replace(position, state="open", exit_order=None, close_reason=None))
+
+
+def _evolve_failed(book: Book, e: OrderFailed) -> None:
+    order = book.orders.get(e.order_id)
+    book.orders.put(order.id, replace(order, state="failed", reason=e.reason, updated_at=e.at))
+    _settle(book, order, "voided", e.at)
+    _unwind(book, order)
+
+
+def _evolve_abandoned(book: Book, e: OrderAbandoned) -> None:
+    order = book.orders.get(e.order_id)
+    book.orders.put(order.id, replace(order, state="abandoned", reason=e.reason, updated_at=e.at))
+    _settle(book, order, "voided", e.at)
+    _free_nonce(book, order)
+    _unwind(book, order)
+
+
+def _evolve_marked(book: Book, e: PricesMarked) -> None:
+    marks = book.marks
+    for token, price in e.prices:
+        marks.put((e.chain, token), (price, e.at))
+
+
+def _evolve_state(book: Book, e: TradingStateChanged) -> None:
+    book.meta.put("trading_state", e.state)
+    if e.state is TradingState.ACTIVE:
+        book.meta.put("consecutive_losses", 0)
+
+
+def _evolve_floor(book: Book, e: NonceFloorRaised) -> None:
+    key = (e.chain, e.address)
+    state = book.nonces.get(key) or NonceState()
+    book.nonces.put(key, replace(state, floor=e.floor, next=max(state.next, e.floor),
+                                 free=tuple(n for n in state.free if n >= e.floor)))
+
+
+_EVOLVERS = {
+    Deposited: _evolve_deposited,
+    EntryReserved: _evolve_reserved,
+    EntryDenied: _evolve_entry_denied,
+    CloseRequested: _evolve_close_requested,
+    OrderSigned: _evolve_signed,
+    OrderSubmitted: _evolve_submitted,
+    OrderOutcomeUnknown: _evolve_unknown,
+    OrderFilled: _evolve_filled,
+    PositionOpened: _evolve_opened,
+    PositionClosed: _evolve_closed,
+    OrderFailed: _evolve_failed,
+    OrderAbandoned: _evolve_abandoned,
+    PricesMarked: _evolve_marked,
+    TradingStateChanged: _evolve_state,
+    NonceFloorRaised: _evolve_floor,
+}
+
+
+def apply(book: Book, events) -> Book:
+    for event in events:
+        evolve(book, event)
+    return book
+
+
+__all__ = ["decide", "evolve", "apply", "ACCOUNTS", "ASSETS", "Decimal"]

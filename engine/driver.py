@@ -1,0 +1,101 @@
+"""The order driver: moves every order in flight one step, through its executor.
+
+It is IO (the executor) around commands (the sequencer); it holds no state of
+its own beyond the book, so the same `advance` serves the live loop and the
+reconciliation after a restart. The write-ahead rule lives here: signed bytes
+are committed (RecordSubmission) before `broadcast` is ever called, and
+nothing releases funds without evidence (Rejected before acceptance, or an
+Outcome from the chain).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from engine.book import Order
+from engine.executors.base import Accepted, Executor, ExecutorError, Rejected, Unknown
+from engine.messages import (
+    AbandonOrder,
+    MarkBroadcast,
+    RecordFailure,
+    RecordFill,
+    RecordSubmission,
+    RecordUnknown,
+)
+from engine.sequencer import Sequencer
+
+log = logging.getLogger("botctl.driver")
+
+
+class OrderDriver:
+    def __init__(self, sequencer: Sequencer, executors: dict[str, Executor], slippage_bps: int,
+                 clock: Callable[[], int], crash: Callable[[str], None] = lambda point: None):
+        self.sequencer = sequencer
+        self.executors = executors
+        self.slippage_bps = slippage_bps
+        self.clock = clock
+        self.crash = crash
+
+    def _current(self, order_id: int) -> Order | None:
+        return self.sequencer.book.orders.get(order_id)
+
+    async def advance_all(self) -> None:
+        for order in self.sequencer.book.live_orders():
+            await self.advance(order)
+
+    async def advance(self, order: Order) -> None:
+        executor = self.executors[order.chain]
+        submit = self.sequencer.submit
+        if order.state == "new":
+            try:
+                quote = await executor.quote(order)
+                signed = await executor.sign(order, quote, self.slippage_bps)
+            except ExecutorError as exc:
+                await submit(AbandonOrder(order.id, str(exc), self.clock()))
+                return
+            result = await submit(RecordSubmission(order.id, signed.tx_id, signed.raw, signed.expiry,
+                                                   quote.quoted_out, signed.min_out, self.clock()))
+            if not result.accepted:
+                log.warning("order %s: submission refused: %s", order.id, result.reason)
+                return
+            self.crash(f"after_submit_commit:{order.intent}")
+            order = self._current(order.id)
+        if order.state == "signed":
+            await self._broadcast(executor, order)
+            return
+        if order.state in ("submitted", "unknown"):
+            await self._settle(executor, order)
+
+    async def _broadcast(self, executor: Executor, order: Order) -> None:
+        submit = self.sequencer.submit
+        try:
+            sent = await executor.broadcast(order)
+        except Exception as exc:  # transport trouble after the bytes may have left
+            sent = Unknown(f"broadcast error: {exc}")
+        self.crash(f"after_broadcast:{order.intent}")
+        if isinstance(sent, Accepted):
+            await submit(MarkBroadcast(order.id, self.clock()))
+        elif isinstance(sent, Rejected) and order.state == "signed":
+            await submit(RecordFailure(order.id, sent.reason, 0, self.clock()))
+        else:
+            reason = sent.reason if isinstance(sent, (Rejected, Unknown)) else "unknown"
+            await submit(RecordUnknown(order.id, reason, self.clock()))
+
+    async def _settle(self, executor: Executor, order: Order) -> None:
+        submit = self.sequencer.submit
+        try:
+            outcome = await executor.lookup(order)
+        except Exception as exc:
+            log.warning("order %s: lookup failed, still unknown: %s", order.id, exc)
+            return
+        if outcome.status == "filled":
+            self.crash(f"before_fill_commit:{order.intent}")
+            await submit(RecordFill(order.id, outcome.amount_in, outcome.amount_out, outcome.fee,
+                                    outcome.network_fee, self.clock()))
+        elif outcome.status in ("failed", "expired"):
+            await submit(RecordFailure(order.id, outcome.reason or outcome.status, outcome.network_fee,
+                                       self.clock()))
+        elif outcome.status == "missing":
+            # Not on the chain and not provably dead: send the same bytes again.
+            await self._broadcast(executor, order)

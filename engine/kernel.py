@@ -1,0 +1,194 @@
+"""The composition root: builds the engine from settings, a store, executors and a clock.
+
+Paper mode wires the paper venue (the chain) and its executors; the live
+executors will plug into the same `executors` mapping. Nothing else in the
+engine knows which it got.
+
+One tick of the paper world, in an order that makes a seeded run replay
+exactly: mine a block, mark prices, settle/send orders in flight, request the
+exits due, take new opportunities, send what was just reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+from engine.book import Limits, Policy
+from engine.driver import OrderDriver
+from engine.executors.paper import Faults, PaperExecutor, VenueLink
+from engine.messages import (
+    Deposit,
+    EntryDenied,
+    MarkPrices,
+    PositionClosed,
+    PositionOpened,
+    RequestClose,
+    ReserveEntry,
+)
+from engine.monitor import ExitRules, exits_due
+from engine.paper.market import CHAINS
+from engine.paper.venue import PaperVenue, VenueParams
+from engine.persist import load_book
+from engine.sequencer import Sequencer
+from engine.settings import Settings
+from engine.sources import JsonlSource, SimulatedSource
+from storage import Writer, ensure_home
+
+log = logging.getLogger("botctl.kernel")
+
+DB_NAME = "botctl.db"
+VENUE_NAME = "paper-venue.db"
+
+
+def crash_point(point: str) -> None:
+    """Named crash points for tests: BOTCTL_CRASH_AT=<point> SIGKILLs this process there."""
+    wanted = os.environ.get("BOTCTL_CRASH_AT")
+    if wanted and (point == wanted or point.split(":")[0] == wanted):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def policy_for(settings: Settings) -> Policy:
+    chains = {name: chain.policy() for name, chain in CHAINS.items()}
+    limits = Limits(
+        max_position=settings.max_position_usd,
+        default_position=min(settings.default_position_usd, settings.max_position_usd),
+        min_position=settings.min_position_usd,
+        max_open_positions=settings.max_open_positions,
+        max_exposure=settings.max_exposure_usd,
+        cooldown_ms=settings.cooldown_s * 1000,
+        max_consecutive_losses=settings.max_consecutive_losses,
+    )
+    return Policy(chains, limits)
+
+
+@dataclass
+class Stats:
+    ticks: int = 0
+    opened: int = 0
+    closed: int = 0
+    denied: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def on_events(self, events: list) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is PositionOpened:
+                self.opened += 1
+            elif kind is PositionClosed:
+                self.closed += 1
+            elif kind is EntryDenied:
+                self.denied += 1
+
+
+class Engine:
+    def __init__(self, settings: Settings, writer: Writer, sequencer: Sequencer, link: VenueLink,
+                 executors: dict[str, PaperExecutor], source):
+        self.settings = settings
+        self.writer = writer
+        self.sequencer = sequencer
+        self.link = link
+        self.venue: PaperVenue = link.venue
+        self.executors = executors
+        self.source = source
+        self.rules = ExitRules(settings.stop_loss_bps, settings.take_profit_bps, settings.max_hold_s * 1000)
+        self.driver = OrderDriver(sequencer, executors, settings.max_slippage_bps, self.now, crash_point)
+        self.stats = Stats()
+        sequencer.subscribe(self.stats.on_events)
+        self._stop = asyncio.Event()
+
+    @property
+    def book(self):
+        return self.sequencer.book
+
+    def now(self) -> int:
+        return self.venue.now_ms()
+
+    async def fund(self) -> None:
+        """Mirror the venue's genesis deposits into the book, once (refs are taken once)."""
+        for (chain, asset), amount in sorted((await self.link.call(self.venue.genesis_deposits)).items()):
+            ref = f"genesis:{chain}:{asset}"
+            if ref not in self.book.deposits:
+                await self.sequencer.submit(Deposit(chain, asset, amount, ref, self.now()))
+
+    async def tick(self) -> None:
+        height = await self.link.call(self.venue.advance)
+        now = self.now()
+        submit = self.sequencer.submit
+        for chain in sorted(self.executors):
+            prices = await self.link.call(self.venue.prices, chain)
+            await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
+        await self.driver.advance_all()
+        for position_id, reason in exits_due(self.book, now, self.rules):
+            position = self.book.positions.get(position_id)
+            fee = await self.executors[position.chain].fee_reserve()
+            await submit(RequestClose(position_id, reason, fee, now))
+        for opportunity in self.source.poll(height, now):
+            fee = await self.executors[opportunity.chain].fee_reserve()
+            await submit(ReserveEntry(opportunity.chain, opportunity.token, opportunity.amount, fee, now,
+                                      signal_id=opportunity.id, source=type(self.source).__name__))
+        for order in self.book.live_orders():
+            if order.state == "new":
+                await self.driver.advance(order)
+        self.stats.ticks += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, duration_s: float | None = None, on_tick: Callable[["Engine"], None] | None = None) -> None:
+        """Tick until stopped or until `duration_s` simulated seconds (one block per second)."""
+        speed = self.settings.paper.speed
+        start = time.monotonic()
+        ticks = 0
+        while not self._stop.is_set():
+            if duration_s is not None and ticks >= duration_s:
+                break
+            await self.tick()
+            ticks += 1
+            if on_tick is not None:
+                on_tick(self)
+            if speed > 0:
+                due = start + float(Decimal(ticks) / speed)
+                delay = due - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), delay)
+                    except asyncio.TimeoutError:
+                        pass
+            else:
+                await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        await self.sequencer.stop()
+        await self.writer.close()
+        await self.link.close()
+
+
+async def build(settings: Settings, signals: str | None = None) -> Engine:
+    home = ensure_home(settings.home)
+    policy = policy_for(settings)
+    writer = await Writer(home / DB_NAME, settings.synchronous).open()
+    try:
+        book = await writer.run(load_book, writer.query, policy)
+        p = settings.paper
+        venue = PaperVenue(home / VENUE_NAME, CHAINS, VenueParams(
+            p.seed, p.fee_bps, p.volatility_bps, p.slippage_noise_bps, p.latency_blocks, p.deposit_usd,
+            p.native_deposit))
+        link = await VenueLink(venue).open()
+    except BaseException:
+        await writer.close()
+        raise
+    faults = Faults(p.fail_rate_bps, p.unknown_rate_bps, p.expiry_blocks)
+    executors = {name: PaperExecutor(link, name, faults) for name in CHAINS}
+    source = JsonlSource(signals, CHAINS) if signals else SimulatedSource(p.seed, CHAINS, p.opportunity_rate_bps)
+    sequencer = Sequencer(book, writer).start()
+    engine = Engine(settings, writer, sequencer, link, executors, source)
+    await engine.fund()
+    return engine

@@ -1,0 +1,380 @@
+"""Commands (imperative: what someone asks) and events (past tense: what was decided).
+
+Both are small frozen dataclasses. A command carries its time (`at`, epoch
+milliseconds) so that deciding it needs no clock. A refused command becomes an
+event with a reason (`EntryDenied`, `CloseDenied`, `CommandRejected`), never an
+exception: refusals are journaled like everything else.
+
+Every event that moves money carries its postings: (chain, asset, debit
+account, credit account, amount). Assets are "quote" (what positions are paid
+in) and "native" (the coin that pays network fees).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from typing import NamedTuple
+
+
+class TradingState(str, Enum):
+    ACTIVE = "active"
+    REDUCING = "reducing"  # `pause`: exits only
+    HALTED = "halted"  # `halt`: nothing automatic
+
+
+class Posting(NamedTuple):
+    chain: str
+    asset: str
+    dr: str
+    cr: str
+    amount: int
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    chain: str
+    asset: str
+    amount: int
+    ref: str  # taken once: a repeated deposit with the same ref is refused
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveEntry:
+    chain: str
+    token: str
+    amount: int | None  # quote base units; None lets the risk rules size it
+    fee_reserve: int  # native base units: the most the transaction may cost
+    at: int
+    signal_id: str | None = None
+    source: str = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSubmission:
+    """Write-ahead: the signed bytes are committed before they are broadcast."""
+
+    order_id: int
+    tx_id: str
+    raw: bytes
+    expiry: int | None  # block height after which it can never land (None: nonce-bound)
+    quoted_out: int
+    min_out: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkBroadcast:
+    order_id: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFill:
+    order_id: int
+    amount_in: int
+    amount_out: int
+    fee: int  # quote units paid to the venue
+    network_fee: int  # native units
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFailure:
+    """Definite failure on evidence: reverted, rejected before broadcast, expired."""
+
+    order_id: int
+    reason: str
+    network_fee: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordUnknown:
+    order_id: int
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonOrder:
+    """An order that never got signed bytes: its nonce and funds can come back."""
+
+    order_id: int
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClose:
+    position_id: int
+    reason: str
+    fee_reserve: int
+    at: int
+    by: str = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPrices:
+    chain: str
+    prices: tuple[tuple[str, Decimal], ...]
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetTradingState:
+    state: TradingState
+    reason: str
+    at: int
+    by: str = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class RaiseNonceFloor:
+    """The chain's pending count is a floor: raise the local counter, never lower it."""
+
+    chain: str
+    address: str
+    floor: int
+    at: int
+
+
+Command = (
+    Deposit
+    | ReserveEntry
+    | RecordSubmission
+    | MarkBroadcast
+    | RecordFill
+    | RecordFailure
+    | RecordUnknown
+    | AbandonOrder
+    | RequestClose
+    | MarkPrices
+    | SetTradingState
+    | RaiseNonceFloor
+)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Deposited:
+    chain: str
+    asset: str
+    amount: int
+    ref: str
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EntryReserved:
+    reservation_id: int
+    order_id: int
+    chain: str
+    token: str
+    amount: int
+    fee_reserve: int
+    nonce: int | None
+    address: str | None
+    signal_id: str | None
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EntryDenied:
+    chain: str
+    token: str
+    reason: str
+    signal_id: str | None
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequested:
+    position_id: int
+    order_id: int
+    reservation_id: int
+    fee_reserve: int
+    nonce: int | None
+    address: str | None
+    reason: str
+    by: str
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDenied:
+    position_id: int
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSigned:
+    order_id: int
+    tx_id: str
+    raw: bytes
+    expiry: int | None
+    quoted_out: int
+    min_out: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSubmitted:
+    order_id: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFilled:
+    order_id: int
+    fill_id: int
+    position_id: int
+    amount_in: int
+    amount_out: int
+    fee: int
+    network_fee: int
+    price: Decimal
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFailed:
+    order_id: int
+    reason: str
+    network_fee: int
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOutcomeUnknown:
+    order_id: int
+    reason: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAbandoned:
+    order_id: int
+    reason: str
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PositionOpened:
+    position_id: int
+    order_id: int
+    chain: str
+    token: str
+    size: int
+    cost: int
+    entry_price: Decimal
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionClosed:
+    position_id: int
+    order_id: int
+    proceeds: int  # gross quote received, before the venue fee
+    pnl: int  # proceeds - cost
+    exit_price: Decimal
+    cooldown_until: int
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PricesMarked:
+    chain: str
+    prices: tuple[tuple[str, Decimal], ...]
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradingStateChanged:
+    state: TradingState
+    previous: TradingState
+    reason: str
+    by: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class NonceFloorRaised:
+    chain: str
+    address: str
+    floor: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRejected:
+    command: str
+    reason: str
+    at: int
+    ref: str = ""
+
+
+Event = (
+    Deposited
+    | EntryReserved
+    | EntryDenied
+    | CloseRequested
+    | CloseDenied
+    | OrderSigned
+    | OrderSubmitted
+    | OrderFilled
+    | OrderFailed
+    | OrderOutcomeUnknown
+    | OrderAbandoned
+    | PositionOpened
+    | PositionClosed
+    | PricesMarked
+    | TradingStateChanged
+    | NonceFloorRaised
+    | CommandRejected
+)
+
+DENIALS = (EntryDenied, CloseDenied, CommandRejected)
+
+
+def denial(events) -> str | None:
+    """The reason a decided command was refused, or None if it was accepted."""
+    if len(events) == 1 and isinstance(events[0], DENIALS):
+        return events[0].reason
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What the caller of `Sequencer.submit` gets back, after COMMIT."""
+
+    events: tuple = field(default_factory=tuple)
+
+    @property
+    def accepted(self) -> bool:
+        return denial(self.events) is None
+
+    @property
+    def reason(self) -> str | None:
+        return denial(self.events)
+
+    def first(self, kind):
+        for event in self.events:
+            if isinstance(event, kind):
+                return event
+        return None

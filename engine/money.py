@@ -1,0 +1,86 @@
+"""Money arithmetic the rest of the engine leans on.
+
+Amounts are integers in base units (USDC micro-units, wei, lamports, SPL base
+units); prices are Decimal quote-per-whole-token. Floats never appear: every
+conversion here rounds in the direction that keeps the bot solvent (down for
+what we may spend or receive, up for what we owe).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+
+BPS = 10_000
+
+
+def to_units(amount: Decimal | str | int, decimals: int) -> int:
+    """Decimal amount in whole units -> base units, rounded down."""
+    value = Decimal(amount) * (10**decimals)
+    return int(value.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def from_units(units: int, decimals: int) -> Decimal:
+    return Decimal(units).scaleb(-decimals)
+
+
+def parse_amount(text: str, decimals: int) -> int:
+    """Operator text like "25.00" -> base units; ValueError on anything else."""
+    try:
+        value = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise ValueError(f"not a decimal amount: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"not a positive amount: {text!r}")
+    if value != value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR):
+        raise ValueError(f"more than {decimals} decimals: {text!r}")
+    return to_units(value, decimals)
+
+
+def bps_of(amount: int, bps: int) -> int:
+    """A fee we owe on `amount`: rounded up."""
+    return -((-amount * bps) // BPS)
+
+
+def min_out(quoted_out: int, slippage_bps: int) -> int:
+    """The least we accept for a swap quoted at `quoted_out` (rounded down)."""
+    return quoted_out * (BPS - slippage_bps) // BPS
+
+
+def tokens_for(quote_units: int, price: Decimal, quote_decimals: int, token_decimals: int) -> int:
+    """How many token base units `quote_units` buys at `price`, rounded down."""
+    whole = Decimal(quote_units).scaleb(-quote_decimals) / price
+    return int(whole.scaleb(token_decimals).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def quote_for(token_units: int, price: Decimal, quote_decimals: int, token_decimals: int) -> int:
+    """Quote base units that `token_units` are worth at `price`, rounded down."""
+    whole = Decimal(token_units).scaleb(-token_decimals) * price
+    return int(whole.scaleb(quote_decimals).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def price_of(quote_units: int, token_units: int, quote_decimals: int, token_decimals: int) -> Decimal:
+    """The price paid per whole token (Decimal, 18 significant digits)."""
+    if token_units == 0:
+        return Decimal(0)
+    q = Decimal(quote_units).scaleb(-quote_decimals)
+    t = Decimal(token_units).scaleb(-token_decimals)
+    return +(q / t)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+__all__ = [
+    "BPS",
+    "ROUND_CEILING",
+    "bps_of",
+    "ceil_div",
+    "from_units",
+    "min_out",
+    "parse_amount",
+    "price_of",
+    "quote_for",
+    "to_units",
+    "tokens_for",
+]

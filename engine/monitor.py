@@ -1,0 +1,52 @@
+"""Exit rules for open positions: pure, on the book's marks and the time given.
+
+Stop-loss and take-profit compare the marked value of a position with its
+cost basis; max-hold compares its age. Positions already closing are skipped,
+so a rule firing twice cannot ask for a second sell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.book import Book, Position
+from engine.money import quote_for
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRules:
+    stop_loss_bps: int = 500
+    take_profit_bps: int = 1000
+    max_hold_ms: int = 1_800_000
+
+
+def marked_value(book: Book, position: Position) -> int | None:
+    mark = book.marks.get((position.chain, position.token))
+    if mark is None:
+        return None
+    chain = book.policy.chains[position.chain]
+    return quote_for(position.size, mark[0], chain.quote_decimals, chain.tokens.get(position.token, 18))
+
+
+def exit_reason(book: Book, position: Position, now: int, rules: ExitRules) -> str | None:
+    if position.state != "open":
+        return None
+    value = marked_value(book, position)
+    if value is not None and position.cost > 0:
+        change_bps = (value - position.cost) * 10_000 // position.cost
+        if rules.stop_loss_bps and change_bps <= -rules.stop_loss_bps:
+            return f"stop-loss ({change_bps} bps)"
+        if rules.take_profit_bps and change_bps >= rules.take_profit_bps:
+            return f"take-profit (+{change_bps} bps)"
+    if rules.max_hold_ms and now - position.opened_at >= rules.max_hold_ms:
+        return "max-hold"
+    return None
+
+
+def exits_due(book: Book, now: int, rules: ExitRules) -> list[tuple[int, str]]:
+    due = []
+    for position in book.open_positions():
+        reason = exit_reason(book, position, now, rules)
+        if reason is not None:
+            due.append((position.id, reason))
+    return due

@@ -1,0 +1,80 @@
+"""Risk rules for a new entry: pure functions of the book and the command.
+
+`check_entry` returns the quote amount to reserve, or a reason to deny. The
+order of the checks is the order an operator reads the reason in: why not at
+all (state, chain), why not this token, why not this much.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from engine.book import Book
+from engine.messages import ReserveEntry, TradingState
+from engine.money import from_units, to_units
+
+
+class Denied(Exception):
+    """Raised inside the pure rules only; the decider turns it into a denial event."""
+
+
+def exposure(book: Book) -> Decimal:
+    """Quote value at risk across chains: held for entries plus open cost."""
+    total = Decimal(0)
+    for name, chain in book.policy.chains.items():
+        units = book.balance(name, "quote", "reserved") + book.balance(name, "quote", "positions")
+        total += from_units(units, chain.quote_decimals)
+    return total
+
+
+def check_entry(book: Book, cmd: ReserveEntry) -> int:
+    limits = book.policy.limits
+    state = book.trading_state
+    if state is not TradingState.ACTIVE:
+        raise Denied(f"trading is {state.value}: no new entries")
+    chain = book.policy.chains.get(cmd.chain)
+    if chain is None:
+        raise Denied(f"unknown chain {cmd.chain!r}")
+    if limits.allowed_chains is not None and cmd.chain not in limits.allowed_chains:
+        raise Denied(f"chain {cmd.chain} is not allowed at this stage")
+    if chain.tokens and cmd.token not in chain.tokens:
+        raise Denied(f"token {cmd.token} is not on the {cmd.chain} allow-list")
+    if cmd.signal_id is not None and cmd.signal_id in book.signals:
+        raise Denied(f"signal {cmd.signal_id} was already taken")
+    held = book.slots.get((cmd.chain, cmd.token))
+    if held is not None:
+        what = "an open position" if held.startswith("p") else "a held reservation"
+        raise Denied(f"{cmd.chain}/{cmd.token} already has {what}")
+    until = book.cooldowns.get((cmd.chain, cmd.token))
+    if until is not None and cmd.at < until:
+        raise Denied(f"{cmd.chain}/{cmd.token} is cooling down for {(until - cmd.at + 999) // 1000}s")
+    losses = book.meta.get("consecutive_losses")
+    if limits.max_consecutive_losses and losses >= limits.max_consecutive_losses:
+        raise Denied(f"loss breaker: {losses} consecutive losses")
+    if book.meta.get("open_slots") >= limits.max_open_positions:
+        raise Denied(f"max open positions ({limits.max_open_positions}) reached")
+
+    qd = chain.quote_decimals
+    cash = book.balance(cmd.chain, "quote", "cash")
+    max_position = to_units(limits.max_position, qd)
+    room = to_units(limits.max_exposure - exposure(book), qd)
+    if cmd.amount is not None:
+        amount = cmd.amount
+        if amount <= 0:
+            raise Denied("entry size must be positive")
+        if amount > max_position:
+            raise Denied(f"size {from_units(amount, qd)} exceeds max position {limits.max_position}")
+        if amount > room:
+            raise Denied(f"size {from_units(amount, qd)} exceeds exposure room {from_units(max(room, 0), qd)}")
+        if amount > cash:
+            raise Denied(f"insufficient cash on {cmd.chain}: {from_units(cash, qd)} < {from_units(amount, qd)}")
+    else:
+        amount = min(to_units(limits.default_position, qd), max_position, room, cash)
+        if amount < to_units(limits.min_position, qd):
+            raise Denied(f"no room for an entry on {cmd.chain} (cash {from_units(cash, qd)})")
+    if cmd.fee_reserve < 0:
+        raise Denied("fee reserve must not be negative")
+    native = book.balance(cmd.chain, "native", "cash")
+    if cmd.fee_reserve > native:
+        raise Denied(f"insufficient native balance on {cmd.chain} for network fees")
+    return amount

@@ -1,0 +1,165 @@
+"""The one writer. One task drains one queue; nothing else changes state.
+
+For each batch of queued commands (everything waiting, no timer): decide each
+on an overlay of the book, write all their events, postings and changed rows
+in ONE SQLite transaction, and only after COMMIT merge the overlay into the
+book, resolve each caller's future and publish the events. A failed commit
+drops the overlay: the book and the database are exactly as before, and every
+caller in the batch gets the error. The sequencer never awaits the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from engine.book import Book
+from engine.decider import decide, evolve
+from engine.messages import Result
+from engine.persist import write_batch
+from storage import Tx, Writer
+
+log = logging.getLogger("botctl.sequencer")
+
+_STOP = object()
+
+
+class SequencerStopped(Exception):
+    pass
+
+
+class Sequencer:
+    def __init__(self, book: Book, writer: Writer, max_batch: int = 4096, queue_size: int = 65536):
+        self.book = book
+        self.writer = writer
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
+        self._subscribers: list[Callable[[list], None]] = []
+        self._task: asyncio.Task | None = None
+        self._stopped = False
+        self.committed_batches = 0
+        self.committed_commands = 0
+        # Test and drill seam: called with the batch's journal before the commit.
+        self.before_commit: Callable[[list], None] | None = None
+
+    # ---- lifecycle
+
+    def start(self) -> "Sequencer":
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="botctl-sequencer")
+        return self
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop. Later submits raise SequencerStopped."""
+        if self._task is None or self._stopped:
+            return
+        self._stopped = True
+        await self._queue.put((_STOP, None))
+        await self._task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def subscribe(self, callback: Callable[[list], None]) -> Callable[[], None]:
+        """`callback(events)` after each commit, on the loop; returns an unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    # ---- the door
+
+    async def submit(self, command) -> Result:
+        if self._stopped:
+            raise SequencerStopped("the engine is stopping")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((command, future))
+        return await future
+
+    # ---- the loop
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            stop = any(cmd is _STOP for cmd, _f in batch)
+            batch = [item for item in batch if item[0] is not _STOP]
+            if batch:
+                await self._process(batch)
+            if stop:
+                while not queue.empty():
+                    cmd, future = queue.get_nowait()
+                    if future is not None and not future.done():
+                        future.set_exception(SequencerStopped("the engine stopped"))
+                return
+
+    def _decide_batch(self, batch: list) -> tuple[Book, list, list]:
+        """Decide every command on one overlay. A command whose decide/evolve raises
+        is failed alone: the overlay is rebuilt without it."""
+        failed: dict[int, BaseException] = {}
+        while True:
+            overlay = self.book.overlay()
+            seq = overlay.meta.get("seq")
+            journal: list = []
+            results: list = []
+            retry = False
+            for index, (cmd, _future) in enumerate(batch):
+                if index in failed:
+                    results.append(None)
+                    continue
+                try:
+                    events = decide(overlay, cmd)
+                    for event in events:
+                        evolve(overlay, event)
+                except Exception as exc:  # a bug in one command must not sink the others
+                    log.exception("command failed: %r", cmd)
+                    failed[index] = exc
+                    retry = True
+                    break
+                for event in events:
+                    seq += 1
+                    journal.append((seq, event))
+                results.append(events)
+            if retry:
+                continue
+            overlay.meta.put("seq", seq)
+            return overlay, journal, [failed.get(i, r) for i, r in enumerate(results)]
+
+    async def _process(self, batch: list) -> None:
+        overlay, journal, results = self._decide_batch(batch)
+        tx = Tx()
+        write_batch(tx, overlay, journal)
+        try:
+            if self.before_commit is not None:
+                self.before_commit(journal)
+            await self.writer.commit(tx)
+        except BaseException as exc:
+            log.error("commit failed, nothing applied: %s", exc)
+            for _cmd, future in batch:
+                if not future.done():
+                    future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        overlay.merge()
+        self.committed_batches += 1
+        self.committed_commands += len(batch)
+        for (_cmd, future), result in zip(batch, results):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(Result(tuple(result)))
+        if journal and self._subscribers:
+            events = [event for _seq, event in journal]
+            for callback in list(self._subscribers):
+                try:
+                    callback(events)
+                except Exception:
+                    log.exception("subscriber failed")

@@ -1,0 +1,184 @@
+"""Read models for operators and scripts: one consistent snapshot per call.
+
+Every function here reads through a read-only connection inside one read
+transaction (storage.read_snapshot), so `status` never mixes two commits even
+while the engine writes. Values are Decimal in whole units; the console turns
+them into text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from engine.book import Policy
+from engine.money import from_units, quote_for
+from storage import fetch_all, read_snapshot
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _token_decimals(policy: Policy, chain: str, token: str) -> int:
+    spec = policy.chains.get(chain)
+    return spec.tokens.get(token, 18) if spec else 18
+
+
+def _qd(policy: Policy, chain: str) -> int:
+    spec = policy.chains.get(chain)
+    return spec.quote_decimals if spec else 6
+
+
+async def _marks(conn) -> dict[tuple[str, str], Decimal]:
+    return {(c, t): Decimal(p) for c, t, p in await fetch_all(conn, "SELECT chain, token, price FROM marks")}
+
+
+def _position_view(row, marks, policy: Policy) -> dict:
+    (pid, chain, token, state, size, cost, entry_price, opened_at, closed_at, proceeds, pnl, exit_price,
+     close_reason) = row
+    size, cost = int(size), int(cost)
+    qd, td = _qd(policy, chain), _token_decimals(policy, chain, token)
+    mark = marks.get((chain, token))
+    if state == "closed":
+        value, profit = None, int(pnl)
+    elif mark is not None:
+        value = quote_for(size, mark, qd, td)
+        profit = value - cost
+    else:
+        value, profit = None, None
+    return {
+        "id": pid,
+        "chain": chain,
+        "token": token,
+        "state": state,
+        "size": from_units(size, td),
+        "cost": from_units(cost, qd),
+        "entry_price": Decimal(entry_price),
+        "mark_price": mark,
+        "value": None if value is None else from_units(value, qd),
+        "pnl": None if profit is None else from_units(profit, qd),
+        "opened_at": iso(opened_at),
+        "closed_at": iso(closed_at),
+        "exit_price": None if exit_price is None else Decimal(exit_price),
+        "close_reason": close_reason,
+    }
+
+
+_POSITION_COLUMNS = ("id, chain, token, state, size, cost, entry_price, opened_at, closed_at, proceeds, pnl, "
+                     "exit_price, close_reason")
+
+
+async def positions(db: Path, policy: Policy, include_closed: bool = False) -> list[dict]:
+    async with read_snapshot(db) as conn:
+        marks = await _marks(conn)
+        where = "" if include_closed else "WHERE state != 'closed'"
+        rows = await fetch_all(conn, f"SELECT {_POSITION_COLUMNS} FROM positions {where} ORDER BY id")
+    return [_position_view(row, marks, policy) for row in rows]
+
+
+async def status(db: Path, policy: Policy) -> dict:
+    async with read_snapshot(db) as conn:
+        balances = await fetch_all(conn, "SELECT chain, asset, account, amount FROM balances")
+        meta = dict(await fetch_all(conn, "SELECT key, value FROM meta"))
+        marks = await _marks(conn)
+        rows = await fetch_all(conn, f"SELECT {_POSITION_COLUMNS} FROM positions WHERE state != 'closed'")
+        counts = dict(await fetch_all(conn, "SELECT state, count(*) FROM orders WHERE state IN "
+                                            "('new', 'signed', 'submitted', 'unknown') GROUP BY state"))
+    chains: dict[str, dict] = {}
+    for name in sorted(policy.chains):
+        chains[name] = {"cash": Decimal(0), "reserved": Decimal(0), "open_value": Decimal(0),
+                        "open_cost": Decimal(0), "realized_pnl": Decimal(0), "unrealized_pnl": Decimal(0),
+                        "native_cash": Decimal(0), "native_reserved": Decimal(0), "network_fees": Decimal(0)}
+    for chain, asset, account, amount in balances:
+        view = chains.setdefault(chain, {})
+        spec = policy.chains.get(chain)
+        decimals = (spec.quote_decimals if asset == "quote" else spec.native_decimals) if spec else 0
+        value = from_units(int(amount), decimals)
+        if asset == "quote":
+            if account == "cash":
+                view["cash"] = value
+            elif account == "reserved":
+                view["reserved"] = value
+            elif account == "pnl":
+                view["realized_pnl"] = -value
+        else:
+            if account == "cash":
+                view["native_cash"] = value
+            elif account == "reserved":
+                view["native_reserved"] = value
+            elif account == "fees":
+                view["network_fees"] = value
+    for row in rows:
+        view = _position_view(row, marks, policy)
+        chain = chains[view["chain"]]
+        chain["open_cost"] += view["cost"]
+        chain["open_value"] += view["value"] if view["value"] is not None else view["cost"]
+        chain["unrealized_pnl"] += view["pnl"] or 0
+    equity = sum((c["cash"] + c["reserved"] + c["open_value"] for c in chains.values()), Decimal(0))
+    return {
+        "trading_state": meta.get("trading_state", "active"),
+        "consecutive_losses": int(meta.get("consecutive_losses", 0)),
+        "open_positions": len(rows),
+        "orders_in_flight": sum(counts.values()),
+        "orders_unknown": counts.get("unknown", 0),
+        "chains": chains,
+        "equity": equity,
+    }
+
+
+async def reservations(db: Path, policy: Policy) -> list[dict]:
+    async with read_snapshot(db) as conn:
+        rows = await fetch_all(conn, (
+            "SELECT r.id, r.kind, r.chain, r.token, r.amount, r.fee_amount, r.created_at, r.order_id,"
+            " r.position_id, o.state, o.tx_id, o.nonce FROM reservations r JOIN orders o ON o.id = r.order_id"
+            " WHERE r.state = 'held' ORDER BY r.id"))
+    out = []
+    for rid, kind, chain, token, amount, fee, created, order_id, position_id, ostate, tx, nonce in rows:
+        spec = policy.chains.get(chain)
+        out.append({
+            "id": rid,
+            "kind": kind,
+            "chain": chain,
+            "token": token,
+            "amount": from_units(int(amount), _qd(policy, chain)),
+            "fee_reserve": from_units(int(fee), spec.native_decimals if spec else 0),
+            "state": "unknown outcome" if ostate == "unknown" else "held",
+            "order_id": order_id,
+            "order_state": ostate,
+            "position_id": position_id,
+            "tx_id": tx,
+            "nonce": nonce,
+            "created_at": iso(created),
+        })
+    return out
+
+
+async def history(db: Path, policy: Policy, limit: int | None = None) -> list[dict]:
+    async with read_snapshot(db) as conn:
+        sql = ("SELECT id, position_id, side, chain, token, amount, quote_amount, price, fee, network_fee, tx_id, at"
+               " FROM fills ORDER BY id DESC")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = await fetch_all(conn, sql)
+    out = []
+    for fid, pid, side, chain, token, amount, quote_amount, price, fee, network_fee, tx, at in rows:
+        spec = policy.chains.get(chain)
+        out.append({
+            "id": fid,
+            "position_id": pid,
+            "side": side,
+            "chain": chain,
+            "token": token,
+            "amount": from_units(int(amount), _token_decimals(policy, chain, token)),
+            "quote_amount": from_units(int(quote_amount), _qd(policy, chain)),
+            "price": Decimal(price),
+            "fee": from_units(int(fee), _qd(policy, chain)),
+            "network_fee": from_units(int(network_fee), spec.native_decimals if spec else 0),
+            "tx_id": tx,
+            "at": iso(at),
+        })
+    return out

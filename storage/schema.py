@@ -1,0 +1,138 @@
+"""The book's schema, as forward migrations keyed by `PRAGMA user_version`.
+
+Money columns are TEXT holding exact integers: wei balances overflow SQLite's
+64-bit INTEGER. Partial unique indexes restate the one-per-token invariant in
+the database itself, so even a bug above cannot commit a duplicate position.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: the journal, the ledger and the read models
+    """
+    CREATE TABLE journal (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE postings (
+        seq INTEGER NOT NULL REFERENCES journal(seq) DEFERRABLE INITIALLY DEFERRED,
+        chain TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        dr TEXT NOT NULL,
+        cr TEXT NOT NULL,
+        amount TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE balances (
+        chain TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        account TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        PRIMARY KEY (chain, asset, account)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE positions (
+        id INTEGER PRIMARY KEY,
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'closing', 'closed')),
+        size TEXT NOT NULL,
+        cost TEXT NOT NULL,
+        entry_price TEXT NOT NULL,
+        opened_at INTEGER NOT NULL,
+        entry_order INTEGER NOT NULL,
+        exit_order INTEGER,
+        close_reason TEXT,
+        closed_at INTEGER,
+        proceeds TEXT,
+        pnl TEXT,
+        exit_price TEXT
+    ) STRICT;
+    CREATE UNIQUE INDEX positions_one_open_per_token ON positions (chain, token) WHERE state != 'closed';
+    CREATE TABLE reservations (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('entry', 'exit')),
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        fee_amount TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('held', 'posted', 'voided')),
+        order_id INTEGER NOT NULL,
+        position_id INTEGER,
+        created_at INTEGER NOT NULL,
+        settled_at INTEGER
+    ) STRICT;
+    CREATE UNIQUE INDEX reservations_one_held_entry_per_token ON reservations (chain, token)
+        WHERE state = 'held' AND kind = 'entry';
+    CREATE INDEX reservations_held ON reservations (state) WHERE state = 'held';
+    CREATE TABLE orders (
+        id INTEGER PRIMARY KEY,
+        intent TEXT NOT NULL CHECK (intent IN ('entry', 'exit')),
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        reservation_id INTEGER NOT NULL,
+        position_id INTEGER,
+        state TEXT NOT NULL CHECK (state IN ('new', 'signed', 'submitted', 'unknown', 'filled', 'failed', 'abandoned')),
+        amount_in TEXT NOT NULL,
+        nonce INTEGER,
+        address TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        tx_id TEXT,
+        raw BLOB,
+        expiry INTEGER,
+        quoted_out TEXT,
+        min_out TEXT,
+        reason TEXT
+    ) STRICT;
+    CREATE INDEX orders_live ON orders (state) WHERE state IN ('new', 'signed', 'submitted', 'unknown');
+    CREATE TABLE fills (
+        id INTEGER PRIMARY KEY,
+        position_id INTEGER NOT NULL,
+        order_id INTEGER NOT NULL,
+        side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        quote_amount TEXT NOT NULL,
+        price TEXT NOT NULL,
+        fee TEXT NOT NULL,
+        network_fee TEXT NOT NULL,
+        tx_id TEXT,
+        at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE nonces (
+        chain TEXT NOT NULL,
+        address TEXT NOT NULL,
+        next INTEGER NOT NULL,
+        floor INTEGER NOT NULL,
+        free TEXT NOT NULL,
+        PRIMARY KEY (chain, address)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE cooldowns (
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (chain, token)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE marks (
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        price TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (chain, token)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE signals (
+        id TEXT PRIMARY KEY,
+        reservation_id INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE deposits (
+        ref TEXT PRIMARY KEY,
+        amount TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)

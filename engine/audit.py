@@ -114,8 +114,8 @@ def check_invariants(images: dict[str, dict], posted: dict[tuple, int] | None = 
             problems.append(f"reservation {r.id} is held by no order")
 
     used: dict[tuple, list[int]] = defaultdict(list)
-    for o in orders.values():
-        if o.nonce is not None and o.tx_id is not None:
+    for o in orders.values():  # in flight or landed: at most one per nonce
+        if o.nonce is not None and o.tx_id is not None and (o.state in LIVE_ORDER_STATES or o.state == "filled"):
             used[(o.chain, o.address, o.nonce)].append(o.id)
     for (chain, address, nonce), ids in sorted(used.items()):
         if len(ids) > 1:

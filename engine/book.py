@@ -44,7 +44,7 @@ class Position:
 @dataclass(frozen=True, slots=True)
 class Reservation:
     id: int
-    kind: str  # entry | exit
+    kind: str  # entry | exit | noop
     chain: str
     token: str
     amount: int  # quote base units (0 for an exit)
@@ -62,7 +62,7 @@ LIVE_ORDER_STATES = frozenset({"new", "signed", "submitted", "unknown"})
 @dataclass(frozen=True, slots=True)
 class Order:
     id: int
-    intent: str  # entry | exit
+    intent: str  # entry | exit | noop (a zero-value self-transfer that fills a nonce)
     chain: str
     token: str
     reservation_id: int
@@ -100,11 +100,15 @@ class Fill:
 
 @dataclass(frozen=True, slots=True)
 class NonceState:
-    """Per (chain, address). `free` holds nonces handed back before any bytes were signed."""
+    """Per (chain, address): the next nonce we hand out, and the chain's pending count last seen.
+
+    A nonce is never handed back. One that will not be used by its order (abandoned
+    before signing, or refused before the node accepted it) is filled by a no-op
+    transaction at that nonce, so later nonces can never wait on a gap.
+    """
 
     next: int = 0
     floor: int = 0
-    free: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------- policy

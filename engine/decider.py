@@ -33,6 +33,7 @@ from engine.messages import (
     MarkBroadcast,
     MarkPrices,
     NonceFloorRaised,
+    NoopRequested,
     OrderAbandoned,
     OrderFailed,
     OrderFilled,
@@ -67,9 +68,21 @@ def _reject(cmd, reason: str, ref: str = "") -> list:
 
 def _next_nonce(book: Book, chain: str, address: str) -> int:
     state = book.nonces.get((chain, address)) or NonceState()
-    if state.free:
-        return min(state.free)
     return max(state.next, state.floor)
+
+
+def _refill(book: Book, order: Order, fee_reserve: int, at: int, native_back: int) -> list:
+    """A no-op at the nonce `order` will never use, so later nonces do not wait on a gap.
+
+    `native_back` is what the failing order returns to native cash in the same batch."""
+    if order.nonce is None:
+        return []
+    fee = fee_reserve or book.reservations.get(order.reservation_id).fee_amount
+    if fee > book.balance(order.chain, "native", "cash") + native_back:
+        fee = 0  # not enough to reserve: the no-op still goes out; the chain charges what it charges
+    postings = (Posting(order.chain, "native", "reserved", "cash", fee),) if fee else ()
+    return [NoopRequested(book.meta.get("next_order"), book.meta.get("next_reservation"), order.chain,
+                          order.address, order.nonce, fee, order.id, at, postings)]
 
 
 def _release(chain: str, quote: int, native: int, fee_paid: int) -> tuple[Posting, ...]:
@@ -77,7 +90,7 @@ def _release(chain: str, quote: int, native: int, fee_paid: int) -> tuple[Postin
     postings = []
     if quote:
         postings.append(Posting(chain, "quote", "cash", "reserved", quote))
-    if fee_paid:
+    if fee_paid and native:
         postings.append(Posting(chain, "native", "fees", "reserved", min(fee_paid, native)))
         if fee_paid > native:  # paid more than held: evidence wins, the audit will show it
             postings.append(Posting(chain, "native", "fees", "cash", fee_paid - native))
@@ -193,13 +206,17 @@ def _decide_fill(book: Book, cmd: RecordFill) -> list:
     order = book.orders.get(cmd.order_id)
     if order is None or order.state == "new":
         return _reject(cmd, f"order {cmd.order_id} has no signed transaction in flight", str(cmd.order_id))
-    if cmd.amount_in > order.amount_in or cmd.amount_in <= 0 or cmd.amount_out < 0 or cmd.network_fee < 0:
+    noop = order.intent == "noop"
+    if cmd.amount_in > order.amount_in or (cmd.amount_in <= 0 and not noop) or cmd.amount_out < 0 \
+            or cmd.network_fee < 0:
         return _reject(cmd, f"fill of order {order.id} does not match the order", str(order.id))
     reservation = book.reservations.get(order.reservation_id)
     chain = book.policy.chains[order.chain]
     token_decimals = chain.tokens.get(order.token, 18)
     c = order.chain
     native = _release(c, 0, reservation.fee_amount, cmd.network_fee)
+    if order.intent == "noop":
+        return [OrderFilled(order.id, 0, 0, 0, 0, 0, cmd.network_fee, Decimal(0), cmd.at, native)]
     if order.intent == "entry":
         position_id = book.meta.get("next_position")
         price = price_of(cmd.amount_in, cmd.amount_out, chain.quote_decimals, token_decimals)
@@ -234,7 +251,10 @@ def _decide_failure(book: Book, cmd: RecordFailure) -> list:
         return _reject(cmd, "network fee must not be negative", str(order.id))
     reservation = book.reservations.get(order.reservation_id)
     postings = _release(order.chain, reservation.amount, reservation.fee_amount, cmd.network_fee)
-    return [OrderFailed(order.id, cmd.reason, cmd.network_fee, cmd.at, postings)]
+    failed = [OrderFailed(order.id, cmd.reason, cmd.network_fee, cmd.at, postings)]
+    if cmd.nonce_unused and order.state == "signed":
+        failed += _refill(book, order, cmd.refill_fee_reserve, cmd.at, reservation.fee_amount - cmd.network_fee)
+    return failed
 
 
 def _decide_unknown(book: Book, cmd: RecordUnknown) -> list:
@@ -255,7 +275,8 @@ def _decide_abandon(book: Book, cmd: AbandonOrder) -> list:
         return _reject(cmd, f"order {order.id} is {order.state}: signed bytes exist", str(order.id))
     reservation = book.reservations.get(order.reservation_id)
     postings = _release(order.chain, reservation.amount, reservation.fee_amount, 0)
-    return [OrderAbandoned(order.id, cmd.reason, cmd.at, postings)]
+    return [OrderAbandoned(order.id, cmd.reason, cmd.at, postings)] + _refill(
+        book, order, cmd.refill_fee_reserve, cmd.at, reservation.fee_amount)
 
 
 def _decide_marks(book: Book, cmd: MarkPrices) -> list:
@@ -320,19 +341,7 @@ def _take_nonce(book: Book, chain: str, address: str | None, nonce: int | None) 
         return
     key = (chain, address)
     state = book.nonces.get(key) or NonceState()
-    if nonce in state.free:
-        state = replace(state, free=tuple(n for n in state.free if n != nonce))
-    else:
-        state = replace(state, next=max(state.next, nonce + 1))
-    book.nonces.put(key, state)
-
-
-def _free_nonce(book: Book, order: Order) -> None:
-    if order.nonce is None:
-        return
-    key = (order.chain, order.address)
-    state = book.nonces.get(key) or NonceState()
-    book.nonces.put(key, replace(state, free=tuple(sorted(state.free + (order.nonce,)))))
+    book.nonces.put(key, replace(state, next=max(state.next, nonce + 1)))
 
 
 def _evolve_deposited(book: Book, e: Deposited) -> None:
@@ -398,6 +407,8 @@ def _evolve_filled(book: Book, e: OrderFilled) -> None:
     order = book.orders.get(e.order_id)
     book.orders.put(order.id, replace(order, state="filled", updated_at=e.at))
     _settle(book, order, "posted", e.at)
+    if order.intent == "noop":
+        return
     buy = order.intent == "entry"
     book.fills.put(e.fill_id, Fill(
         e.fill_id, e.position_id, order.id, "buy" if buy else "sell", order.chain, order.token,
@@ -425,6 +436,8 @@ def _evolve_closed(book: Book, e: PositionClosed) -> None:
 
 def _unwind(book: Book, order: Order) -> None:
     """An order that did not happen: an entry frees its token, an exit reopens its position."""
+    if order.intent == "noop":
+        return
     if order.intent == "entry":
         book.slots.drop((order.chain, order.token))
         _bump(book, "open_slots", -1)
@@ -444,8 +457,16 @@ def _evolve_abandoned(book: Book, e: OrderAbandoned) -> None:
     order = book.orders.get(e.order_id)
     book.orders.put(order.id, replace(order, state="abandoned", reason=e.reason, updated_at=e.at))
     _settle(book, order, "voided", e.at)
-    _free_nonce(book, order)
     _unwind(book, order)
+
+
+def _evolve_noop(book: Book, e: NoopRequested) -> None:
+    book.reservations.put(e.reservation_id, Reservation(
+        e.reservation_id, "noop", e.chain, "", 0, e.fee_reserve, "held", e.order_id, None, e.at))
+    book.orders.put(e.order_id, Order(
+        e.order_id, "noop", e.chain, "", e.reservation_id, None, "new", 0, e.nonce, e.address, e.at, e.at))
+    book.meta.put("next_reservation", e.reservation_id + 1)
+    book.meta.put("next_order", e.order_id + 1)
 
 
 def _evolve_marked(book: Book, e: PricesMarked) -> None:
@@ -463,8 +484,7 @@ def _evolve_state(book: Book, e: TradingStateChanged) -> None:
 def _evolve_floor(book: Book, e: NonceFloorRaised) -> None:
     key = (e.chain, e.address)
     state = book.nonces.get(key) or NonceState()
-    book.nonces.put(key, replace(state, floor=e.floor, next=max(state.next, e.floor),
-                                 free=tuple(n for n in state.free if n >= e.floor)))
+    book.nonces.put(key, replace(state, floor=e.floor, next=max(state.next, e.floor)))
 
 
 _EVOLVERS = {
@@ -480,6 +500,7 @@ _EVOLVERS = {
     PositionClosed: _evolve_closed,
     OrderFailed: _evolve_failed,
     OrderAbandoned: _evolve_abandoned,
+    NoopRequested: _evolve_noop,
     PricesMarked: _evolve_marked,
     TradingStateChanged: _evolve_state,
     NonceFloorRaised: _evolve_floor,

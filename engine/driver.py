@@ -11,10 +11,11 @@ Outcome from the chain).
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Callable
 
 from engine.book import Order
-from engine.executors.base import Accepted, Executor, ExecutorError, Rejected, Unknown
+from engine.executors.base import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
 from engine.messages import (
     AbandonOrder,
     MarkBroadcast,
@@ -49,10 +50,14 @@ class OrderDriver:
         submit = self.sequencer.submit
         if order.state == "new":
             try:
-                quote = await executor.quote(order)
-                signed = await executor.sign(order, quote, self.slippage_bps)
+                if order.intent == "noop":
+                    quote, signed = Quote(0, 0, Decimal(0)), await executor.sign_noop(order)
+                else:
+                    quote = await executor.quote(order)
+                    signed = await executor.sign(order, quote, self.slippage_bps)
             except ExecutorError as exc:
-                await submit(AbandonOrder(order.id, str(exc), self.clock()))
+                refill = await executor.fee_reserve() if order.nonce is not None else 0
+                await submit(AbandonOrder(order.id, str(exc), self.clock(), refill))
                 return
             result = await submit(RecordSubmission(order.id, signed.tx_id, signed.raw, signed.expiry,
                                                    quote.quoted_out, signed.min_out, self.clock()))
@@ -77,7 +82,9 @@ class OrderDriver:
         if isinstance(sent, Accepted):
             await submit(MarkBroadcast(order.id, self.clock()))
         elif isinstance(sent, Rejected) and order.state == "signed":
-            await submit(RecordFailure(order.id, sent.reason, 0, self.clock()))
+            refill = await executor.fee_reserve() if order.nonce is not None else 0
+            await submit(RecordFailure(order.id, sent.reason, 0, self.clock(), nonce_unused=True,
+                                       refill_fee_reserve=refill))
         else:
             reason = sent.reason if isinstance(sent, (Rejected, Unknown)) else "unknown"
             await submit(RecordUnknown(order.id, reason, self.clock()))

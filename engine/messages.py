@@ -92,6 +92,10 @@ class RecordFailure:
     reason: str
     network_fee: int
     at: int
+    # The node refused the bytes before accepting them: the nonce is still unused on
+    # chain and must be filled (by a no-op) so that later nonces can land.
+    nonce_unused: bool = False
+    refill_fee_reserve: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,7 @@ class AbandonOrder:
     order_id: int
     reason: str
     at: int
+    refill_fee_reserve: int = 0  # native units for the no-op that fills its nonce (EVM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +279,21 @@ class OrderAbandoned:
 
 
 @dataclass(frozen=True, slots=True)
+class NoopRequested:
+    """A zero-value self-transfer at `nonce`, in place of order `replaces`."""
+
+    order_id: int
+    reservation_id: int
+    chain: str
+    address: str
+    nonce: int
+    fee_reserve: int
+    replaces: int
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PositionOpened:
     position_id: int
     order_id: int
@@ -341,6 +361,7 @@ Event = (
     | OrderFailed
     | OrderOutcomeUnknown
     | OrderAbandoned
+    | NoopRequested
     | PositionOpened
     | PositionClosed
     | PricesMarked

@@ -154,7 +154,7 @@ def _upsert_sql(table: str, columns: list[str], key: list[str]) -> str:
 ENTITY_TABLES = {"positions": Position, "reservations": Reservation, "orders": Order, "fills": Fill}
 UPSERT = {name: _upsert_sql(name, _ENTITY[cls][0], ["id"]) for name, cls in ENTITY_TABLES.items()}
 UPSERT["balances"] = _upsert_sql("balances", ["chain", "asset", "account", "amount"], ["chain", "asset", "account"])
-UPSERT["nonces"] = _upsert_sql("nonces", ["chain", "address", "next", "floor", "free"], ["chain", "address"])
+UPSERT["nonces"] = _upsert_sql("nonces", ["chain", "address", "next", "floor"], ["chain", "address"])
 UPSERT["cooldowns"] = _upsert_sql("cooldowns", ["chain", "token", "until"], ["chain", "token"])
 UPSERT["marks"] = _upsert_sql("marks", ["chain", "token", "price", "at"], ["chain", "token"])
 UPSERT["signals"] = _upsert_sql("signals", ["id", "reservation_id"], ["id"])
@@ -175,7 +175,7 @@ def _table_rows(name: str, local: dict) -> list[tuple]:
     if name == "balances":
         return [(c, a, acct, str(v)) for (c, a, acct), v in local.items()]
     if name == "nonces":
-        return [(c, addr, s.next, s.floor, ",".join(map(str, s.free))) for (c, addr), s in local.items()]
+        return [(c, addr, s.next, s.floor) for (c, addr), s in local.items()]
     if name == "cooldowns":
         return [(c, t, until) for (c, t), until in local.items()]
     if name == "marks":
@@ -221,8 +221,8 @@ def table_images(query) -> dict[str, dict]:
         images[name] = {row[0]: entity_from_row(cls, row) for row in query(f"SELECT {cols} FROM {name}")}
     images["balances"] = {(c, a, acct): int(v) for c, a, acct, v in query(
         "SELECT chain, asset, account, amount FROM balances")}
-    images["nonces"] = {(c, addr): NonceState(n, f, tuple(int(x) for x in free.split(",") if x))
-                        for c, addr, n, f, free in query("SELECT chain, address, next, floor, free FROM nonces")}
+    images["nonces"] = {(c, addr): NonceState(n, f)
+                        for c, addr, n, f in query("SELECT chain, address, next, floor FROM nonces")}
     images["cooldowns"] = {(c, t): u for c, t, u in query("SELECT chain, token, until FROM cooldowns")}
     images["marks"] = {(c, t): (Decimal(p), at) for c, t, p, at in query("SELECT chain, token, price, at FROM marks")}
     images["signals"] = dict(query("SELECT id, reservation_id FROM signals"))

@@ -73,7 +73,11 @@ class Sequencer:
         if self._stopped:
             raise SequencerStopped("the engine is stopping")
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put((command, future))
+        queue = self._queue
+        if queue.full():
+            await queue.put((command, future))  # back-pressure: wait for room
+        else:
+            queue.put_nowait((command, future))  # same effect, without a coroutine per call
         return await future
 
     # ---- the loop
@@ -81,14 +85,16 @@ class Sequencer:
     async def _run(self) -> None:
         queue = self._queue
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            stop = any(cmd is _STOP for cmd, _f in batch)
-            batch = [item for item in batch if item[0] is not _STOP]
+            item = await queue.get()
+            stop = item[0] is _STOP
+            batch = [] if stop else [item]
+            append, get_nowait, qsize = batch.append, queue.get_nowait, queue.qsize
+            for _ in range(min(qsize(), self.max_batch - 1)):  # everything waiting, no timer
+                item = get_nowait()
+                if item[0] is _STOP:
+                    stop = True
+                else:
+                    append(item)
             if batch:
                 await self._process(batch)
             if stop:
@@ -108,9 +114,10 @@ class Sequencer:
             journal: list = []
             results: list = []
             retry = False
+            add_result, add_entry = results.append, journal.append
             for index, (cmd, _future) in enumerate(batch):
-                if index in failed:
-                    results.append(None)
+                if failed and index in failed:
+                    add_result(None)
                     continue
                 try:
                     events = decide(overlay, cmd)
@@ -123,8 +130,8 @@ class Sequencer:
                     break
                 for event in events:
                     seq += 1
-                    journal.append((seq, event))
-                results.append(events)
+                    add_entry((seq, event))
+                add_result(events)
             if retry:
                 continue
             overlay.meta.put("seq", seq)

@@ -49,7 +49,7 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX positions_one_open_per_token ON positions (chain, token) WHERE state != 'closed';
     CREATE TABLE reservations (
         id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('entry', 'exit')),
+        kind TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'noop')),
         chain TEXT NOT NULL,
         token TEXT NOT NULL,
         amount TEXT NOT NULL,
@@ -65,7 +65,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX reservations_held ON reservations (state) WHERE state = 'held';
     CREATE TABLE orders (
         id INTEGER PRIMARY KEY,
-        intent TEXT NOT NULL CHECK (intent IN ('entry', 'exit')),
+        intent TEXT NOT NULL CHECK (intent IN ('entry', 'exit', 'noop')),
         chain TEXT NOT NULL,
         token TEXT NOT NULL,
         reservation_id INTEGER NOT NULL,
@@ -104,7 +104,6 @@ MIGRATIONS: list[str] = [
         address TEXT NOT NULL,
         next INTEGER NOT NULL,
         floor INTEGER NOT NULL,
-        free TEXT NOT NULL,
         PRIMARY KEY (chain, address)
     ) STRICT, WITHOUT ROWID;
     CREATE TABLE cooldowns (

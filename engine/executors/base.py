@@ -8,6 +8,8 @@ step of DESIGN section 2 that the order driver takes outside the sequencer:
   quote(order)         expected output now; `None` price means "cannot quote" (definite)
   sign(order, quote)   signed bytes with an id fixed before broadcast (EVM: the order's
                        nonce, allocated by the sequencer; Solana: lastValidBlockHeight)
+  sign_noop(order)     a zero-value transfer to ourselves at the order's nonce: fills a
+                       nonce that its own order will never use (EVM only)
   broadcast(order)     send the order's stored bytes: Accepted | Rejected | Unknown
   lookup(order)        what the chain says about the order's transaction, for the
                        driver and for reconciliation after a crash
@@ -88,6 +90,8 @@ class Executor(Protocol):
     async def quote(self, order: Order) -> Quote: ...
 
     async def sign(self, order: Order, quote: Quote, slippage_bps: int) -> Signed: ...
+
+    async def sign_noop(self, order: Order) -> Signed: ...
 
     async def broadcast(self, order: Order) -> Accepted | Rejected | Unknown: ...
 

@@ -98,6 +98,14 @@ class PaperExecutor:
         raw = self.signer.sign(body)
         return Signed(tx_id(self.spec.kind, raw), raw, expiry, floor)
 
+    async def sign_noop(self, order: Order) -> Signed:
+        if order.nonce is None:
+            raise ExecutorError("a no-op fills an EVM nonce; this order has none")
+        body = {"chain": self.chain, "from": self.spec.address, "order": order.id, "side": "noop",
+                "nonce": order.nonce, "fee_cap": str(network_fee_cap(self.spec.kind))}
+        raw = self.signer.sign(body)
+        return Signed(tx_id(self.spec.kind, raw), raw, None, 0)
+
     def _fault(self, order: Order) -> str | None:
         attempt = self._attempts.get(order.tx_id, 0)
         self._attempts[order.tx_id] = attempt + 1

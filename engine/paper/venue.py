@@ -54,6 +54,7 @@ EVM_TIP = 1_000_000
 EVM_GAS_LIMIT = 200_000
 EVM_GAS_SWAP = 120_000
 EVM_GAS_REVERT = 31_500
+EVM_GAS_TRANSFER = 21_000
 SOL_BASE_FEE = 5_000
 SOL_PRIORITY_FEE = 10_000
 
@@ -247,6 +248,12 @@ class PaperVenue:
                 return True
             conn.execute("UPDATE accounts SET nonce = nonce + 1 WHERE chain = ? AND address = ?",
                          (chain_name, sender))
+        if body["side"] == "noop":
+            paid = min(EVM_GAS_TRANSFER * (EVM_BASE_FEE + EVM_TIP), self.balances(chain_name, sender).get("native", 0))
+            self._credit(chain_name, sender, "native", -paid)
+            self._finish(ident, "landed", {"height": height, "amount_in": 0, "amount_out": 0, "fee": 0,
+                                           "network_fee": paid, "ok": True})
+            return True
         result = self._swap(chain, sender, body, ident, height)
         self._finish(ident, "landed" if result["ok"] else "failed", result)
         return True

@@ -41,6 +41,7 @@ from engine.sequencer import Sequencer
 from engine.settings import Settings
 from engine.sources import JsonlSource, SimulatedSource
 from storage import Writer, ensure_home
+from storage.owner import Ownership, acquire
 
 log = logging.getLogger("botctl.kernel")
 
@@ -90,8 +91,9 @@ class Stats:
 
 class Engine:
     def __init__(self, settings: Settings, writer: Writer, sequencer: Sequencer, link: VenueLink,
-                 executors: dict[str, PaperExecutor], source):
+                 executors: dict[str, PaperExecutor], source, ownership: Ownership | None = None):
         self.settings = settings
+        self.ownership = ownership
         self.writer = writer
         self.sequencer = sequencer
         self.link = link
@@ -166,15 +168,25 @@ class Engine:
                 await asyncio.sleep(0)
 
     async def close(self) -> None:
-        await self.sequencer.stop()
-        await self.writer.close()
-        await self.link.close()
+        try:
+            await self.sequencer.stop()
+            await self.writer.close()
+            await self.link.close()
+        finally:
+            if self.ownership is not None:
+                self.ownership.release()
 
 
-async def build(settings: Settings, signals: str | None = None) -> Engine:
+async def build(settings: Settings, signals: str | None = None, command: str = "botctl run") -> Engine:
+    """The engine, owning the book (raises storage.owner.OwnerBusy if another process does)."""
     home = ensure_home(settings.home)
     policy = policy_for(settings)
-    writer = await Writer(home / DB_NAME, settings.synchronous).open()
+    ownership = acquire(home, command)
+    try:
+        writer = await Writer(home / DB_NAME, settings.synchronous).open()
+    except BaseException:
+        ownership.release()
+        raise
     try:
         book = await writer.run(load_book, writer.query, policy)
         p = settings.paper
@@ -184,11 +196,12 @@ async def build(settings: Settings, signals: str | None = None) -> Engine:
         link = await VenueLink(venue).open()
     except BaseException:
         await writer.close()
+        ownership.release()
         raise
     faults = Faults(p.fail_rate_bps, p.unknown_rate_bps, p.expiry_blocks)
     executors = {name: PaperExecutor(link, name, faults) for name in CHAINS}
     source = JsonlSource(signals, CHAINS) if signals else SimulatedSource(p.seed, CHAINS, p.opportunity_rate_bps)
     sequencer = Sequencer(book, writer).start()
-    engine = Engine(settings, writer, sequencer, link, executors, source)
+    engine = Engine(settings, writer, sequencer, link, executors, source, ownership)
     await engine.fund()
     return engine

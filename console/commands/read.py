@@ -35,13 +35,18 @@ def status(json_out: bool = JSON) -> None:
 
     settings, db, policy = _context()
     data = asyncio.run(views.status(db, policy))
-    data = {"mode": settings.mode, "stage": settings.profile, "dry_run": settings.dry_run, "owner": None, **data}
+    from storage.owner import current_owner
+
+    owner = current_owner(settings.home)
+    owner = {"pid": owner.get("pid"), "command": owner.get("command")} if owner else None
+    data = {"mode": settings.mode, "stage": settings.profile, "dry_run": settings.dry_run, "owner": owner, **data}
     if json_out:
         emit_json(data)
         return
     print(f"mode {data['mode'].upper()}  stage {data['stage']}  trading {data['trading_state']}  "
           f"open positions {data['open_positions']}  orders in flight {data['orders_in_flight']}"
-          + (f" ({data['orders_unknown']} unknown)" if data["orders_unknown"] else ""))
+          + (f" ({data['orders_unknown']} unknown)" if data["orders_unknown"] else "")
+          + (f"  owner pid {owner['pid']} ({owner['command']})" if owner else "  owner none"))
     rows = [[name, money(c["cash"]), money(c["reserved"]), money(c["open_value"]), money(c["realized_pnl"]),
              money(c["unrealized_pnl"]), plain(c["network_fees"])] for name, c in data["chains"].items()]
     table("Chains (quote units)", ["chain", "cash", "reserved", "open value", "realized pnl", "unrealized pnl",

@@ -60,15 +60,18 @@ async def _run(settings, duration, signals) -> None:
     from engine.kernel import build
     from console.errors import Failed
     from engine.paper.venue import VenueRejected
+    from storage.owner import OwnerBusy
 
     from storage import ensure_home
 
     logs.setup(ensure_home(settings.home))
     try:
-        engine = await build(settings, signals)
+        engine = await build(settings, signals, command=" ".join(["botctl", *sys.argv[1:]])[:200])
     except VenueRejected as exc:
         raise Failed(str(exc)) from None
     except FileNotFoundError as exc:
+        raise Failed(str(exc)) from None
+    except OwnerBusy as exc:
         raise Failed(str(exc)) from None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

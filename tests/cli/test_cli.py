@@ -137,3 +137,50 @@ def test_read_commands_do_not_import_heavy_libraries(home, botctl, ran):
     env["BOTCTL_HOME"] = str(home)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "HEAVY [] 0" in result.stdout, result.stdout + result.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_the_book_stays_audited(home, tmp_path):
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "200"})
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "run"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (home / "paper-venue.db").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped:" in err and "Traceback" not in err
+    audit = subprocess.run([sys.executable, "-m", "console.cli", "audit"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_two_runs_on_one_home_exactly_one_runs(home, tmp_path, botctl):
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "50"})
+    first = subprocess.Popen([sys.executable, "-m", "console.cli", "run", "--duration", "300"], env=env,
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (home / "paper-venue.db").exists():
+            time.sleep(0.05)
+        second = botctl("run", "--duration", "5")
+        assert second.returncode == 1
+        line = one_error_line(second)
+        assert f"pid {first.pid}" in line and "botctl run" in line
+        status = json.loads(botctl("status", "--json").stdout)
+        assert status["owner"]["pid"] == first.pid
+    finally:
+        first.kill()
+        first.wait()
+    # A lock left by a killed process never blocks a restart.
+    again = botctl("run", "--duration", "5")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(botctl("status", "--json").stdout)["owner"] is None

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from console.commands import read, run
+from console.commands import read, reconcile, run
 from console.errors import Failed, Usage, write_error
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command("run")(run.run_command)
+app.command("reconcile")(reconcile.reconcile_command)
 for name, fn in read.COMMANDS.items():
     app.command(name)(fn)
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)

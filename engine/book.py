@@ -240,6 +240,7 @@ META_DEFAULTS: dict[str, Any] = {
     "trading_state": TradingState.ACTIVE,
     "consecutive_losses": 0,
     "open_slots": 0,
+    "review": (),  # reconciliation differences waiting for the operator
 }
 
 

@@ -45,6 +45,10 @@ from engine.messages import (
     Posting,
     PricesMarked,
     RaiseNonceFloor,
+    AcceptReconciliation,
+    Reconciled,
+    ReconciliationAccepted,
+    RecordReconciliation,
     RecordFailure,
     RecordFill,
     RecordSubmission,
@@ -193,9 +197,18 @@ def _decide_submission(book: Book, cmd: RecordSubmission) -> list:
     return [OrderSigned(order.id, cmd.tx_id, cmd.raw, cmd.expiry, cmd.quoted_out, cmd.min_out, cmd.at)]
 
 
+SENT = frozenset({"signed", "submitted", "unknown"})  # signed bytes exist, outcome not recorded
+
+
+def _settled(cmd, order) -> list:
+    state = "not in flight" if order is None else order.state
+    return _reject(cmd, f"order {cmd.order_id} is {state}: no signed transaction awaits an outcome",
+                   str(cmd.order_id))
+
+
 def _decide_broadcast(book: Book, cmd: MarkBroadcast) -> list:
     order = book.orders.get(cmd.order_id)
-    if order is None or order.state == "new":
+    if order is None or order.state not in SENT:
         return _reject(cmd, f"order {cmd.order_id} has no signed transaction in flight", str(cmd.order_id))
     if order.state == "submitted":
         return []
@@ -204,8 +217,8 @@ def _decide_broadcast(book: Book, cmd: MarkBroadcast) -> list:
 
 def _decide_fill(book: Book, cmd: RecordFill) -> list:
     order = book.orders.get(cmd.order_id)
-    if order is None or order.state == "new":
-        return _reject(cmd, f"order {cmd.order_id} has no signed transaction in flight", str(cmd.order_id))
+    if order is None or order.state not in SENT:
+        return _settled(cmd, order)
     noop = order.intent == "noop"
     if cmd.amount_in > order.amount_in or (cmd.amount_in <= 0 and not noop) or cmd.amount_out < 0 \
             or cmd.network_fee < 0:
@@ -245,8 +258,8 @@ def _decide_fill(book: Book, cmd: RecordFill) -> list:
 
 def _decide_failure(book: Book, cmd: RecordFailure) -> list:
     order = book.orders.get(cmd.order_id)
-    if order is None:
-        return _reject(cmd, f"no order {cmd.order_id} in flight", str(cmd.order_id))
+    if order is None or order.state not in SENT:
+        return _settled(cmd, order)
     if cmd.network_fee < 0:
         return _reject(cmd, "network fee must not be negative", str(order.id))
     reservation = book.reservations.get(order.reservation_id)
@@ -259,8 +272,8 @@ def _decide_failure(book: Book, cmd: RecordFailure) -> list:
 
 def _decide_unknown(book: Book, cmd: RecordUnknown) -> list:
     order = book.orders.get(cmd.order_id)
-    if order is None or order.state == "new":
-        return _reject(cmd, f"order {cmd.order_id} has no signed transaction in flight", str(cmd.order_id))
+    if order is None or order.state not in SENT:
+        return _settled(cmd, order)
     if order.state == "unknown":
         return []
     return [OrderOutcomeUnknown(order.id, cmd.reason, cmd.at)]
@@ -268,8 +281,8 @@ def _decide_unknown(book: Book, cmd: RecordUnknown) -> list:
 
 def _decide_abandon(book: Book, cmd: AbandonOrder) -> list:
     order = book.orders.get(cmd.order_id)
-    if order is None:
-        return _reject(cmd, f"no order {cmd.order_id} in flight", str(cmd.order_id))
+    if order is None or order.state in ("filled", "failed", "abandoned"):
+        return _settled(cmd, order)
     if order.state != "new":
         # Signed bytes exist: only evidence from the chain may settle it now.
         return _reject(cmd, f"order {order.id} is {order.state}: signed bytes exist", str(order.id))
@@ -299,6 +312,24 @@ def _decide_floor(book: Book, cmd: RaiseNonceFloor) -> list:
     return [NonceFloorRaised(cmd.chain, cmd.address, cmd.floor, cmd.at)]
 
 
+def _decide_reconciliation(book: Book, cmd: RecordReconciliation) -> list:
+    return [Reconciled(tuple(cmd.differences), cmd.resolved, cmd.by, cmd.at)]
+
+
+def _decide_accept(book: Book, cmd: AcceptReconciliation) -> list:
+    pending = book.meta.get("review")
+    if not pending:
+        return _reject(cmd, "no reconciliation difference is waiting for review")
+    postings = []
+    for chain, asset, venue, held in pending:
+        if asset in ASSETS and venue != held:
+            if venue > held:
+                postings.append(Posting(chain, asset, "cash", "deposits", venue - held))
+            else:
+                postings.append(Posting(chain, asset, "deposits", "cash", held - venue))
+    return [ReconciliationAccepted(tuple(pending), cmd.by, cmd.at, tuple(postings))]
+
+
 _DECIDERS = {
     Deposit: _decide_deposit,
     ReserveEntry: _decide_reserve,
@@ -312,6 +343,8 @@ _DECIDERS = {
     MarkPrices: _decide_marks,
     SetTradingState: _decide_state,
     RaiseNonceFloor: _decide_floor,
+    RecordReconciliation: _decide_reconciliation,
+    AcceptReconciliation: _decide_accept,
 }
 
 
@@ -487,6 +520,18 @@ def _evolve_floor(book: Book, e: NonceFloorRaised) -> None:
     book.nonces.put(key, replace(state, floor=e.floor, next=max(state.next, e.floor)))
 
 
+def _evolve_reconciled(book: Book, e: Reconciled) -> None:
+    book.meta.put("review", tuple(e.differences) if e.differences else ())
+
+
+def _evolve_accepted(book: Book, e: ReconciliationAccepted) -> None:
+    for chain, asset, venue, held in e.differences:
+        if asset not in ASSETS:
+            key = f"offset:{chain}:{asset}"
+            book.meta.put(key, book.meta.get(key, 0) + venue - held)
+    book.meta.put("review", ())
+
+
 _EVOLVERS = {
     Deposited: _evolve_deposited,
     EntryReserved: _evolve_reserved,
@@ -504,6 +549,8 @@ _EVOLVERS = {
     PricesMarked: _evolve_marked,
     TradingStateChanged: _evolve_state,
     NonceFloorRaised: _evolve_floor,
+    Reconciled: _evolve_reconciled,
+    ReconciliationAccepted: _evolve_accepted,
 }
 
 

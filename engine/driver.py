@@ -45,7 +45,8 @@ class OrderDriver:
         for order in self.sequencer.book.live_orders():
             await self.advance(order)
 
-    async def advance(self, order: Order) -> None:
+    async def advance(self, order: Order) -> str:
+        """One step for one order; returns what happened, in a few words."""
         executor = self.executors[order.chain]
         submit = self.sequencer.submit
         if order.state == "new":
@@ -58,21 +59,21 @@ class OrderDriver:
             except ExecutorError as exc:
                 refill = await executor.fee_reserve() if order.nonce is not None else 0
                 await submit(AbandonOrder(order.id, str(exc), self.clock(), refill))
-                return
+                return f"abandoned: {exc}"
             result = await submit(RecordSubmission(order.id, signed.tx_id, signed.raw, signed.expiry,
                                                    quote.quoted_out, signed.min_out, self.clock()))
             if not result.accepted:
                 log.warning("order %s: submission refused: %s", order.id, result.reason)
-                return
+                return f"refused: {result.reason}"
             self.crash(f"after_submit_commit:{order.intent}")
             order = self._current(order.id)
         if order.state == "signed":
-            await self._broadcast(executor, order)
-            return
+            return await self._broadcast(executor, order)
         if order.state in ("submitted", "unknown"):
-            await self._settle(executor, order)
+            return await self._settle(executor, order)
+        return order.state
 
-    async def _broadcast(self, executor: Executor, order: Order) -> None:
+    async def _broadcast(self, executor: Executor, order: Order) -> str:
         submit = self.sequencer.submit
         try:
             sent = await executor.broadcast(order)
@@ -81,28 +82,33 @@ class OrderDriver:
         self.crash(f"after_broadcast:{order.intent}")
         if isinstance(sent, Accepted):
             await submit(MarkBroadcast(order.id, self.clock()))
-        elif isinstance(sent, Rejected) and order.state == "signed":
+            return "sent"
+        if isinstance(sent, Rejected) and order.state == "signed":
             refill = await executor.fee_reserve() if order.nonce is not None else 0
             await submit(RecordFailure(order.id, sent.reason, 0, self.clock(), nonce_unused=True,
                                        refill_fee_reserve=refill))
-        else:
-            reason = sent.reason if isinstance(sent, (Rejected, Unknown)) else "unknown"
-            await submit(RecordUnknown(order.id, reason, self.clock()))
+            return f"failed: {sent.reason}"
+        reason = sent.reason if isinstance(sent, (Rejected, Unknown)) else "unknown"
+        await submit(RecordUnknown(order.id, reason, self.clock()))
+        return f"unknown: {reason}"
 
-    async def _settle(self, executor: Executor, order: Order) -> None:
+    async def _settle(self, executor: Executor, order: Order) -> str:
         submit = self.sequencer.submit
         try:
             outcome = await executor.lookup(order)
         except Exception as exc:
             log.warning("order %s: lookup failed, still unknown: %s", order.id, exc)
-            return
+            return f"unknown: lookup failed: {exc}"
         if outcome.status == "filled":
             self.crash(f"before_fill_commit:{order.intent}")
             await submit(RecordFill(order.id, outcome.amount_in, outcome.amount_out, outcome.fee,
                                     outcome.network_fee, self.clock()))
-        elif outcome.status in ("failed", "expired"):
+            return "filled"
+        if outcome.status in ("failed", "expired"):
             await submit(RecordFailure(order.id, outcome.reason or outcome.status, outcome.network_fee,
                                        self.clock()))
-        elif outcome.status == "missing":
+            return f"failed: {outcome.reason or outcome.status}"
+        if outcome.status == "missing":
             # Not on the chain and not provably dead: send the same bytes again.
-            await self._broadcast(executor, order)
+            return "rebroadcast, " + await self._broadcast(executor, order)
+        return "pending"

@@ -35,10 +35,10 @@ from engine.messages import (
 )
 from engine.monitor import ExitRules, exits_due
 from engine.paper.market import CHAINS
-from engine.paper.venue import PaperVenue, VenueParams
+from engine.paper.venue import PaperVenue, VenueMismatch, VenueParams
 from engine.persist import load_book
 from engine.sequencer import Sequencer
-from engine.settings import Settings
+from engine.settings import Settings, SettingsError
 from engine.sources import JsonlSource, SimulatedSource
 from storage import Writer, ensure_home
 from storage.owner import Ownership, acquire
@@ -49,11 +49,36 @@ DB_NAME = "botctl.db"
 VENUE_NAME = "paper-venue.db"
 
 
+CRASH_POINTS = (
+    "after_reserve_commit",        # entry reserved, nothing signed
+    "after_submit_commit",         # entry's signed bytes committed, not broadcast
+    "after_broadcast",             # entry broadcast, outcome not recorded
+    "before_fill_commit",          # entry's fill known, not committed
+    "after_close_commit",          # exit requested, nothing signed
+    "exit_after_submit_commit",
+    "exit_after_broadcast",
+    "exit_before_fill_commit",
+    "mid_group_commit",            # inside a batch's transaction, before COMMIT
+)
+_crash_hits: dict[str, int] = {}
+
+
 def crash_point(point: str) -> None:
-    """Named crash points for tests: BOTCTL_CRASH_AT=<point> SIGKILLs this process there."""
+    """Named crash points for tests and drills.
+
+    BOTCTL_CRASH_AT=<point> SIGKILLs this process the (BOTCTL_CRASH_SKIP + 1)-th time
+    execution reaches <point>. Nothing runs after SIGKILL: no cleanup, no flush."""
     wanted = os.environ.get("BOTCTL_CRASH_AT")
-    if wanted and (point == wanted or point.split(":")[0] == wanted):
+    if not wanted or wanted != point:
+        return
+    _crash_hits[point] = _crash_hits.get(point, 0) + 1
+    if _crash_hits[point] > int(os.environ.get("BOTCTL_CRASH_SKIP", "0")):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _driver_point(point: str) -> None:
+    name, _, intent = point.partition(":")
+    crash_point(f"exit_{name}" if intent == "exit" else name)
 
 
 def policy_for(settings: Settings) -> Policy:
@@ -68,6 +93,12 @@ def policy_for(settings: Settings) -> Policy:
         max_consecutive_losses=settings.max_consecutive_losses,
     )
     return Policy(chains, limits)
+
+
+@dataclass
+class Reconciliation:
+    resolved: list[tuple[int, str, str, str]]  # (order id, intent, state before, what happened)
+    differences: tuple[tuple[str, str, int, int], ...]
 
 
 @dataclass
@@ -101,7 +132,7 @@ class Engine:
         self.executors = executors
         self.source = source
         self.rules = ExitRules(settings.stop_loss_bps, settings.take_profit_bps, settings.max_hold_s * 1000)
-        self.driver = OrderDriver(sequencer, executors, settings.max_slippage_bps, self.now, crash_point)
+        self.driver = OrderDriver(sequencer, executors, settings.max_slippage_bps, self.now, _driver_point)
         self.stats = Stats()
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
@@ -120,6 +151,21 @@ class Engine:
             if ref not in self.book.deposits:
                 await self.sequencer.submit(Deposit(chain, asset, amount, ref, self.now()))
 
+    async def reconcile(self, by: str = "engine") -> "Reconciliation":
+        """Settle every order the book is unsure of from the venue, then compare balances."""
+        from engine.messages import RecordReconciliation
+        from engine.reconcile import differences
+
+        resolved = []
+        for order in self.book.live_orders():
+            if order.state in ("signed", "submitted", "unknown"):
+                outcome = await self.driver.advance(order)
+                resolved.append((order.id, order.intent, order.state, outcome))
+        venue = {chain: await self.link.call(self.venue.balances, chain) for chain in sorted(self.executors)}
+        found = differences(self.book, venue)
+        await self.sequencer.submit(RecordReconciliation(found, len(resolved), self.now(), by))
+        return Reconciliation(resolved, found)
+
     async def tick(self) -> None:
         height = await self.link.call(self.venue.advance)
         now = self.now()
@@ -131,11 +177,14 @@ class Engine:
         for position_id, reason in exits_due(self.book, now, self.rules):
             position = self.book.positions.get(position_id)
             fee = await self.executors[position.chain].fee_reserve()
-            await submit(RequestClose(position_id, reason, fee, now))
+            if (await submit(RequestClose(position_id, reason, fee, now))).accepted:
+                crash_point("after_close_commit")
         for opportunity in self.source.poll(height, now):
             fee = await self.executors[opportunity.chain].fee_reserve()
-            await submit(ReserveEntry(opportunity.chain, opportunity.token, opportunity.amount, fee, now,
-                                      signal_id=opportunity.id, source=type(self.source).__name__))
+            result = await submit(ReserveEntry(opportunity.chain, opportunity.token, opportunity.amount, fee, now,
+                                               signal_id=opportunity.id, source=type(self.source).__name__))
+            if result.accepted:
+                crash_point("after_reserve_commit")
         for order in self.book.live_orders():
             if order.state == "new":
                 await self.driver.advance(order)
@@ -193,15 +242,21 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         venue = PaperVenue(home / VENUE_NAME, CHAINS, VenueParams(
             p.seed, p.fee_bps, p.volatility_bps, p.slippage_noise_bps, p.latency_blocks, p.deposit_usd,
             p.native_deposit))
-        link = await VenueLink(venue).open()
+        try:
+            link = await VenueLink(venue).open()
+        except VenueMismatch as exc:
+            raise SettingsError(str(exc)) from None
     except BaseException:
         await writer.close()
         ownership.release()
         raise
     faults = Faults(p.fail_rate_bps, p.unknown_rate_bps, p.expiry_blocks)
     executors = {name: PaperExecutor(link, name, faults) for name in CHAINS}
-    source = JsonlSource(signals, CHAINS) if signals else SimulatedSource(p.seed, CHAINS, p.opportunity_rate_bps)
+    source = JsonlSource(signals, CHAINS) if signals else SimulatedSource(venue.seed, CHAINS, p.opportunity_rate_bps)
+    if os.environ.get("BOTCTL_CRASH_AT") == "mid_group_commit":
+        writer.before_commit = lambda _conn: crash_point("mid_group_commit")
     sequencer = Sequencer(book, writer).start()
     engine = Engine(settings, writer, sequencer, link, executors, source, ownership)
     await engine.fund()
+    engine.last_reconciliation = await engine.reconcile()  # before any new entry
     return engine

@@ -149,6 +149,27 @@ class RaiseNonceFloor:
     at: int
 
 
+Difference = tuple[str, str, int, int]  # (chain, asset, venue says, book says)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordReconciliation:
+    """The result of comparing the venue's balances with the book after settling orders."""
+
+    differences: tuple[Difference, ...]
+    resolved: int
+    at: int
+    by: str = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptReconciliation:
+    """The operator accepts the recorded differences: the book adopts the venue's amounts."""
+
+    at: int
+    by: str = "operator"
+
+
 Command = (
     Deposit
     | ReserveEntry
@@ -162,6 +183,8 @@ Command = (
     | MarkPrices
     | SetTradingState
     | RaiseNonceFloor
+    | RecordReconciliation
+    | AcceptReconciliation
 )
 
 
@@ -342,6 +365,25 @@ class NonceFloorRaised:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconciled:
+    differences: tuple[Difference, ...]
+    resolved: int
+    by: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconciliationAccepted:
+    """Quote and native differences become deposits (or withdrawals); token differences
+    become offsets the next comparison allows for."""
+
+    differences: tuple[Difference, ...]
+    by: str
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRejected:
     command: str
     reason: str
@@ -367,6 +409,8 @@ Event = (
     | PricesMarked
     | TradingStateChanged
     | NonceFloorRaised
+    | Reconciled
+    | ReconciliationAccepted
     | CommandRejected
 )
 

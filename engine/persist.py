@@ -46,6 +46,14 @@ def _enc_prices(value):
     return [[token, str(price)] for token, price in value]
 
 
+def _enc_rows(value):
+    return [list(row) for row in value]
+
+
+def _dec_rows(value):
+    return tuple(tuple(row) for row in value)
+
+
 def _dec_decimal(value):
     return None if value is None else Decimal(value)
 
@@ -64,7 +72,7 @@ def _dec_prices(value):
 
 def _codec_for(hint) -> tuple:
     text = str(hint)
-    if hint is Decimal or "Decimal" in text and "tuple" not in text:
+    if hint is Decimal or ("Decimal" in text and "tuple" not in text):
         return _enc_decimal, _dec_decimal
     if hint is bytes:
         return _enc_bytes, _dec_bytes
@@ -72,8 +80,10 @@ def _codec_for(hint) -> tuple:
         return _enc_enum, TradingState
     if "Posting" in text:
         return _enc_postings, _dec_postings
-    if "tuple[tuple[str" in text:
+    if "tuple[tuple[str" in text and "Decimal" in text:
         return _enc_prices, _dec_prices
+    if "tuple[tuple[str" in text:
+        return _enc_rows, _dec_rows
     return _ident, _ident
 
 
@@ -165,7 +175,11 @@ POSTING_SQL = "INSERT INTO postings (seq, chain, asset, dr, cr, amount) VALUES (
 
 
 def _meta_value(value) -> str:
-    return value.value if isinstance(value, Enum) else str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return json.dumps([list(row) for row in value])
+    return str(value)
 
 
 def _table_rows(name: str, local: dict) -> list[tuple]:
@@ -210,7 +224,7 @@ def write_batch(tx: Tx, overlay: Book, journal: list[tuple[int, object]]) -> Non
 
 # --------------------------------------------------------------------------- loading
 
-_META_DECODE = {"trading_state": TradingState}
+_META_DECODE = {"trading_state": TradingState, "review": lambda v: _dec_rows(json.loads(v))}
 
 
 def table_images(query) -> dict[str, dict]:

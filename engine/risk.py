@@ -32,6 +32,8 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
     state = book.trading_state
     if state is not TradingState.ACTIVE:
         raise Denied(f"trading is {state.value}: no new entries")
+    if book.meta.get("review"):
+        raise Denied("a reconciliation difference waits for review (botctl reconcile)")
     chain = book.policy.chains.get(cmd.chain)
     if chain is None:
         raise Denied(f"unknown chain {cmd.chain!r}")

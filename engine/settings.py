@@ -45,7 +45,7 @@ class PaperSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    seed: int = 1
+    seed: int | None = Field(None, description="seed of a new market; an existing venue keeps its own")
     speed: Decimal = Field(Decimal(1), ge=0, description="simulated seconds per wall second; 0 = unpaced")
     deposit_usd: Decimal = Field(Decimal(1000), gt=0)
     native_deposit: Decimal = Field(Decimal(5), gt=0)

@@ -76,7 +76,7 @@ async def _run(settings, duration, signals) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
-    sys.stderr.write(f"botctl: {settings.mode} mode, stage {settings.profile}, seed {settings.paper.seed}, "
+    sys.stderr.write(f"botctl: {settings.mode} mode, stage {settings.profile}, seed {engine.venue.seed}, "
                      f"home {settings.home} (Ctrl-C stops)\n")
     try:
         await engine.run(duration, _progress(engine))

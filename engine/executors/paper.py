@@ -54,7 +54,7 @@ class PaperExecutor:
         venue = link.venue
         self.spec = venue.chains[chain]
         self.signer = venue.signers[chain]
-        self.seed = venue.params.seed
+        self.seed = venue.seed
         self.fee_bps = venue.params.fee_bps
         self._attempts: dict[str, int] = {}
 

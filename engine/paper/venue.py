@@ -59,13 +59,17 @@ SOL_BASE_FEE = 5_000
 SOL_PRIORITY_FEE = 10_000
 
 
+class VenueMismatch(Exception):
+    """The venue on disk is not the one the settings describe."""
+
+
 class VenueRejected(Exception):
     """The venue refused a transaction before accepting it: it can never land."""
 
 
 @dataclass(frozen=True, slots=True)
 class VenueParams:
-    seed: int
+    seed: int | None  # None: the stored seed (or 1 for a new venue)
     fee_bps: int = 30
     volatility_bps: int = 40
     slippage_noise_bps: int = 60
@@ -86,7 +90,8 @@ class PaperVenue:
         self.path = Path(path)
         self.chains = chains
         self.params = params
-        self.signers = {name: PaperSigner(params.seed, name, c.address) for name, c in chains.items()}
+        self.seed = params.seed if params.seed is not None else 1
+        self.signers: dict[str, PaperSigner] = {}
         self._conn: sqlite3.Connection | None = None
         self.height = 0
         self.genesis_ms = 0
@@ -107,10 +112,13 @@ class PaperVenue:
         if not meta:
             self._genesis()
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        elif int(meta["seed"]) != self.params.seed:
-            raise VenueRejected(
-                f"the paper venue at {self.path} was created with seed {meta['seed']}, not {self.params.seed}"
+        elif self.params.seed is not None and int(meta["seed"]) != self.params.seed:
+            raise VenueMismatch(
+                f"the paper venue at {self.path} was created with seed {meta['seed']}, not {self.params.seed} "
+                "(drop --seed to continue it, or use a fresh BOTCTL_HOME for a new market)"
             )
+        self.seed = int(meta["seed"])
+        self.signers = {name: PaperSigner(self.seed, name, c.address) for name, c in self.chains.items()}
         self.height = int(meta["height"])
         self.genesis_ms = int(meta["genesis_ms"])
         return self
@@ -124,7 +132,7 @@ class PaperVenue:
         conn, p = self._conn, self.params
         with _txn(conn):
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [
-                ("seed", str(p.seed)), ("height", "0"), ("genesis_ms", str(int(time.time() * 1000)))])
+                ("seed", str(self.seed)), ("height", "0"), ("genesis_ms", str(int(time.time() * 1000)))])
             for chain in self.chains.values():
                 conn.executemany("INSERT INTO prices VALUES (?, ?, ?)",
                                  [(chain.name, t.symbol, str(t.price)) for t in chain.tokens])
@@ -197,7 +205,7 @@ class PaperVenue:
             raise VenueRejected("blockhash not found")
         if chain.kind == "evm" and body["nonce"] < self.account_nonce(chain.name, body["from"]):
             raise VenueRejected("nonce too low")
-        delay = 1 + rng(self.params.seed, "latency", ident).randint(0, self.params.latency_blocks - 1)
+        delay = 1 + rng(self.seed, "latency", ident).randint(0, self.params.latency_blocks - 1)
         with _txn(conn):
             conn.execute(
                 "INSERT INTO txs (id, chain, sender, nonce, raw, received, lands, expiry, status)"
@@ -214,7 +222,7 @@ class PaperVenue:
         with _txn(conn):
             for chain in self.chains.values():
                 for token, price in self.prices(chain.name).items():
-                    new = step_price(p.seed, chain.name, token, height, price, p.volatility_bps)
+                    new = step_price(self.seed, chain.name, token, height, price, p.volatility_bps)
                     conn.execute("UPDATE prices SET price = ? WHERE chain = ? AND token = ?",
                                  (str(new), chain.name, token))
             due = conn.execute(
@@ -262,7 +270,7 @@ class PaperVenue:
         p = self.params
         price = self.prices(chain.name)[body["token"]]
         token = next(t for t in chain.tokens if t.symbol == body["token"])
-        noise = Decimal(rng(p.seed, "slippage", ident).randint(0, p.slippage_noise_bps))
+        noise = Decimal(rng(self.seed, "slippage", ident).randint(0, p.slippage_noise_bps))
         bal = self.balances(chain.name, sender)
         amount_in, minimum = int(body["amount_in"]), int(body["min_out"])
         if chain.kind == "evm":

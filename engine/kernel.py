@@ -49,6 +49,10 @@ DB_NAME = "botctl.db"
 VENUE_NAME = "paper-venue.db"
 
 
+class EngineFailed(Exception):
+    """The engine stopped because a step failed; the book is exactly as of the last commit."""
+
+
 CRASH_POINTS = (
     "after_reserve_commit",        # entry reserved, nothing signed
     "after_submit_commit",         # entry's signed bytes committed, not broadcast
@@ -201,7 +205,13 @@ class Engine:
         while not self._stop.is_set():
             if duration_s is not None and ticks >= duration_s:
                 break
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception as exc:
+                log.exception("tick failed; stopping")
+                raise EngineFailed(
+                    f"engine stopped: {type(exc).__name__}: {exc} (nothing was half-written: the book is as of "
+                    "the last commit; fix the cause and start again to reconcile and continue)") from exc
             ticks += 1
             if on_tick is not None:
                 on_tick(self)

@@ -57,7 +57,7 @@ def run_command(
 
 async def _run(settings, duration, signals) -> None:
     from engine import logs
-    from engine.kernel import build
+    from engine.kernel import EngineFailed, build
     from console.errors import Failed
     from engine.paper.venue import VenueRejected
     from storage.owner import OwnerBusy
@@ -80,6 +80,8 @@ async def _run(settings, duration, signals) -> None:
                      f"home {settings.home} (Ctrl-C stops)\n")
     try:
         await engine.run(duration, _progress(engine))
+    except EngineFailed as exc:
+        raise Failed(str(exc)) from None
     finally:
         stats, book = engine.stats, engine.book
         await engine.close()

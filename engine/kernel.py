@@ -85,8 +85,8 @@ def _driver_point(point: str) -> None:
     crash_point(f"exit_{name}" if intent == "exit" else name)
 
 
-def policy_for(settings: Settings) -> Policy:
-    chains = {name: chain.policy() for name, chain in CHAINS.items()}
+def policy_for(settings: Settings, market: dict | None = None) -> Policy:
+    chains = {name: chain.policy() for name, chain in (market or CHAINS).items()}
     limits = Limits(
         max_position=settings.max_position_usd,
         default_position=min(settings.default_position_usd, settings.max_position_usd),
@@ -236,10 +236,14 @@ class Engine:
                 self.ownership.release()
 
 
-async def build(settings: Settings, signals: str | None = None, command: str = "botctl run") -> Engine:
-    """The engine, owning the book (raises storage.owner.OwnerBusy if another process does)."""
+async def build(settings: Settings, signals: str | None = None, command: str = "botctl run",
+                market: dict | None = None) -> Engine:
+    """The engine, owning the book (raises storage.owner.OwnerBusy if another process does).
+
+    `market` replaces the simulated market's chains and tokens (benchmarks use thousands)."""
+    market = market or CHAINS
     home = ensure_home(settings.home)
-    policy = policy_for(settings)
+    policy = policy_for(settings, market)
     ownership = acquire(home, command)
     try:
         writer = await Writer(home / DB_NAME, settings.synchronous).open()
@@ -249,7 +253,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     try:
         book = await writer.run(load_book, writer.query, policy)
         p = settings.paper
-        venue = PaperVenue(home / VENUE_NAME, CHAINS, VenueParams(
+        venue = PaperVenue(home / VENUE_NAME, market, VenueParams(
             p.seed, p.fee_bps, p.volatility_bps, p.slippage_noise_bps, p.latency_blocks, p.deposit_usd,
             p.native_deposit))
         try:
@@ -261,8 +265,8 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         ownership.release()
         raise
     faults = Faults(p.fail_rate_bps, p.unknown_rate_bps, p.expiry_blocks)
-    executors = {name: PaperExecutor(link, name, faults) for name in CHAINS}
-    source = JsonlSource(signals, CHAINS) if signals else SimulatedSource(venue.seed, CHAINS, p.opportunity_rate_bps)
+    executors = {name: PaperExecutor(link, name, faults) for name in market}
+    source = JsonlSource(signals, market) if signals else SimulatedSource(venue.seed, market, p.opportunity_rate_bps)
     if os.environ.get("BOTCTL_CRASH_AT") == "mid_group_commit":
         writer.before_commit = lambda _conn: crash_point("mid_group_commit")
     sequencer = Sequencer(book, writer).start()

@@ -229,6 +229,7 @@ TABLES = (
     "signals",
     "deposits",
     "slots",
+    "inbox",
 )
 
 META_DEFAULTS: dict[str, Any] = {
@@ -265,6 +266,7 @@ class Book:
                 "signals": Table(),
                 "deposits": Table(),
                 "slots": Table(),  # (chain, token) -> "p<id>" | "r<id>": the one-per-token index
+                "inbox": Table(live=_never),  # answers to inbox rows: written, then forgotten
             }
         for name in TABLES:
             object.__setattr__(self, name, tables[name])
@@ -296,4 +298,4 @@ class Book:
 
     def snapshot(self) -> dict[str, dict]:
         """Everything live, as plain dicts: two books are equal iff snapshots are."""
-        return {name: getattr(self, name).snapshot() for name in TABLES if name != "fills"}
+        return {name: getattr(self, name).snapshot() for name in TABLES if name not in ("fills", "inbox")}

@@ -17,6 +17,7 @@ Ledger conventions (double entry, per chain and asset, debit minus credit):
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from decimal import Decimal
 
@@ -49,6 +50,9 @@ from engine.messages import (
     Reconciled,
     ReconciliationAccepted,
     RecordReconciliation,
+    AnswerInbox,
+    FromInbox,
+    InboxAnswered,
     RecordFailure,
     RecordFill,
     RecordSubmission,
@@ -298,11 +302,32 @@ def _decide_marks(book: Book, cmd: MarkPrices) -> list:
     return [PricesMarked(cmd.chain, cmd.prices, cmd.at)]
 
 
+_STATE_WORDS = {TradingState.ACTIVE: "active", TradingState.REDUCING: "paused", TradingState.HALTED: "halted"}
+
+
 def _decide_state(book: Book, cmd: SetTradingState) -> list:
     previous = book.trading_state
     if cmd.state is previous:
-        return _reject(cmd, f"trading is already {previous.value}")
+        if cmd.state is TradingState.ACTIVE:
+            return _reject(cmd, "trading is not paused or halted: nothing to resume")
+        return _reject(cmd, f"trading is already {_STATE_WORDS[previous]}")
+    if previous is TradingState.HALTED and not cmd.force:
+        return _reject(cmd, "trading is halted: leaving a halt needs `botctl resume --force`")
     return [TradingStateChanged(cmd.state, previous, cmd.reason, cmd.by, cmd.at)]
+
+
+def _decide_from_inbox(book: Book, cmd: FromInbox) -> list:
+    from engine.inbox import outcome, row_state
+
+    events = decide(book, cmd.command)
+    if not cmd.last:
+        return events
+    result = outcome(json.loads(cmd.prior) if cmd.prior else None, events)
+    return events + [InboxAnswered(cmd.inbox_id, row_state(result), json.dumps(result, sort_keys=True), cmd.at)]
+
+
+def _decide_answer(book: Book, cmd: AnswerInbox) -> list:
+    return [InboxAnswered(cmd.inbox_id, cmd.state, cmd.result, cmd.at)]
 
 
 def _decide_floor(book: Book, cmd: RaiseNonceFloor) -> list:
@@ -345,6 +370,8 @@ _DECIDERS = {
     RaiseNonceFloor: _decide_floor,
     RecordReconciliation: _decide_reconciliation,
     AcceptReconciliation: _decide_accept,
+    FromInbox: _decide_from_inbox,
+    AnswerInbox: _decide_answer,
 }
 
 
@@ -532,6 +559,10 @@ def _evolve_accepted(book: Book, e: ReconciliationAccepted) -> None:
     book.meta.put("review", ())
 
 
+def _evolve_answered(book: Book, e: InboxAnswered) -> None:
+    book.inbox.put(e.inbox_id, (e.state, e.result, e.at))
+
+
 _EVOLVERS = {
     Deposited: _evolve_deposited,
     EntryReserved: _evolve_reserved,
@@ -551,6 +582,7 @@ _EVOLVERS = {
     NonceFloorRaised: _evolve_floor,
     Reconciled: _evolve_reconciled,
     ReconciliationAccepted: _evolve_accepted,
+    InboxAnswered: _evolve_answered,
 }
 
 

@@ -138,6 +138,8 @@ class Engine:
         self.rules = ExitRules(settings.stop_loss_bps, settings.take_profit_bps, settings.max_hold_s * 1000)
         self.driver = OrderDriver(sequencer, executors, settings.max_slippage_bps, self.now, _driver_point)
         self.stats = Stats()
+        self.automatic = True  # False: a one-off owner settles what is in flight, decides nothing itself
+        self.inbox = None
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
 
@@ -178,6 +180,8 @@ class Engine:
             prices = await self.link.call(self.venue.prices, chain)
             await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
         await self.driver.advance_all()
+        if not self.automatic:
+            return
         for position_id, reason in exits_due(self.book, now, self.rules):
             position = self.book.positions.get(position_id)
             fee = await self.executors[position.chain].fee_reserve()
@@ -196,6 +200,21 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def start_inbox(self, fallback_s: float = 1.0):
+        """Take operator commands from other processes (the owner's job)."""
+        from engine.inbox import InboxPoller
+
+        self.inbox = InboxPoller(self, fallback_s).start()
+        return self.inbox
+
+    async def settle(self, max_blocks: int = 200) -> bool:
+        """Tick the paper world until nothing is in flight (one-off owners use this)."""
+        for _ in range(max_blocks):
+            if not self.book.orders.base:
+                return True
+            await self.tick()
+        return not self.book.orders.base
 
     async def run(self, duration_s: float | None = None, on_tick: Callable[["Engine"], None] | None = None) -> None:
         """Tick until stopped or until `duration_s` simulated seconds (one block per second)."""
@@ -228,6 +247,8 @@ class Engine:
 
     async def close(self) -> None:
         try:
+            if self.inbox is not None:
+                await self.inbox.stop()
             await self.sequencer.stop()
             await self.writer.close()
             await self.link.close()

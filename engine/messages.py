@@ -137,6 +137,7 @@ class SetTradingState:
     reason: str
     at: int
     by: str = "operator"
+    force: bool = False  # leaving HALTED needs it
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +171,26 @@ class AcceptReconciliation:
     by: str = "operator"
 
 
+@dataclass(frozen=True, slots=True)
+class FromInbox:
+    """An operator command from the inbox. With `last`, the row's answer is written in the
+    same transaction as the command's own events."""
+
+    inbox_id: int
+    command: object
+    prior: str  # the row's result so far (JSON), for rows that need several commands
+    last: bool
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerInbox:
+    inbox_id: int
+    state: str  # done | refused | failed
+    result: str  # JSON
+    at: int
+
+
 Command = (
     Deposit
     | ReserveEntry
@@ -185,6 +206,8 @@ Command = (
     | RaiseNonceFloor
     | RecordReconciliation
     | AcceptReconciliation
+    | FromInbox
+    | AnswerInbox
 )
 
 
@@ -384,6 +407,14 @@ class ReconciliationAccepted:
 
 
 @dataclass(frozen=True, slots=True)
+class InboxAnswered:
+    inbox_id: int
+    state: str
+    result: str  # JSON
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRejected:
     command: str
     reason: str
@@ -411,6 +442,7 @@ Event = (
     | NonceFloorRaised
     | Reconciled
     | ReconciliationAccepted
+    | InboxAnswered
     | CommandRejected
 )
 
@@ -419,6 +451,7 @@ DENIALS = (EntryDenied, CloseDenied, CommandRejected)
 
 def denial(events) -> str | None:
     """The reason a decided command was refused, or None if it was accepted."""
+    events = [e for e in events if not isinstance(e, InboxAnswered)]
     if len(events) == 1 and isinstance(events[0], DENIALS):
         return events[0].reason
     return None

@@ -170,6 +170,7 @@ UPSERT["marks"] = _upsert_sql("marks", ["chain", "token", "price", "at"], ["chai
 UPSERT["signals"] = _upsert_sql("signals", ["id", "reservation_id"], ["id"])
 UPSERT["deposits"] = _upsert_sql("deposits", ["ref", "amount"], ["ref"])
 UPSERT["meta"] = _upsert_sql("meta", ["key", "value"], ["key"])
+UPSERT["inbox"] = "UPDATE inbox SET state = ?, result = ?, decided_at = ? WHERE id = ?"
 JOURNAL_SQL = "INSERT INTO journal (seq, at, kind, data) VALUES (?, ?, ?, ?)"
 POSTING_SQL = "INSERT INTO postings (seq, chain, asset, dr, cr, amount) VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -200,6 +201,8 @@ def _table_rows(name: str, local: dict) -> list[tuple]:
         return [(ref, str(v)) for ref, v in local.items()]
     if name == "meta":
         return [(k, _meta_value(v)) for k, v in local.items()]
+    if name == "inbox":
+        return [(state, result, at, ident) for ident, (state, result, at) in local.items()]
     return []  # derived tables (slots) are rebuilt on load
 
 
@@ -227,12 +230,23 @@ def write_batch(tx: Tx, overlay: Book, journal: list[tuple[int, object]]) -> Non
 _META_DECODE = {"trading_state": TradingState, "review": lambda v: _dec_rows(json.loads(v))}
 
 
-def table_images(query) -> dict[str, dict]:
-    """Every read-model table as {key: value}, closed rows included (for audit and load)."""
+LIVE_ROWS = {
+    "positions": "WHERE state != 'closed'",
+    "reservations": "WHERE state = 'held'",
+    "orders": "WHERE state IN ('new', 'signed', 'submitted', 'unknown')",
+    "fills": "WHERE 0",
+}
+
+
+def table_images(query, live_only: bool = False) -> dict[str, dict]:
+    """Every read-model table as {key: value}: closed rows included for the audit,
+    only what the book keeps in memory with `live_only` (a restart scales with open
+    state, not with history)."""
     images: dict[str, dict] = {}
     for name, cls in ENTITY_TABLES.items():
         cols = ", ".join(_ENTITY[cls][0])
-        images[name] = {row[0]: entity_from_row(cls, row) for row in query(f"SELECT {cols} FROM {name}")}
+        where = LIVE_ROWS[name] if live_only else ""
+        images[name] = {row[0]: entity_from_row(cls, row) for row in query(f"SELECT {cols} FROM {name} {where}")}
     images["balances"] = {(c, a, acct): int(v) for c, a, acct, v in query(
         "SELECT chain, asset, account, amount FROM balances")}
     images["nonces"] = {(c, addr): NonceState(n, f)
@@ -245,6 +259,8 @@ def table_images(query) -> dict[str, dict]:
     for key, value in query("SELECT key, value FROM meta"):
         meta[key] = _META_DECODE.get(key, int)(value)
     images["meta"] = meta
+    images["inbox"] = {} if live_only else {i: (s, r, at) for i, s, r, at in query(
+        "SELECT id, state, result, decided_at FROM inbox WHERE state != 'pending'")}
     return images
 
 
@@ -269,4 +285,4 @@ def book_from_images(images: dict[str, dict], policy: Policy) -> Book:
 
 def load_book(query, policy: Policy) -> Book:
     """The book as the database holds it. `query(sql) -> rows` runs on any connection."""
-    return book_from_images(table_images(query), policy)
+    return book_from_images(table_images(query, live_only=True), policy)

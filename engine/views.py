@@ -72,11 +72,18 @@ _POSITION_COLUMNS = ("id, chain, token, state, size, cost, entry_price, opened_a
                      "exit_price, close_reason")
 
 
-async def positions(db: Path, policy: Policy, include_closed: bool = False) -> list[dict]:
+async def positions(db: Path, policy: Policy, include_closed: bool = False,
+                    ids: list[int] | None = None) -> list[dict]:
     async with read_snapshot(db) as conn:
         marks = await _marks(conn)
-        where = "" if include_closed else "WHERE state != 'closed'"
-        rows = await fetch_all(conn, f"SELECT {_POSITION_COLUMNS} FROM positions {where} ORDER BY id")
+        clauses, params = [], []
+        if not include_closed:
+            clauses.append("state != 'closed'")
+        if ids is not None:
+            clauses.append(f"id IN ({', '.join('?' for _ in ids)})")
+            params += [int(i) for i in ids]
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = await fetch_all(conn, f"SELECT {_POSITION_COLUMNS} FROM positions {where} ORDER BY id", params)
     return [_position_view(row, marks, policy) for row in rows]
 
 
@@ -155,6 +162,19 @@ async def reservations(db: Path, policy: Policy) -> list[dict]:
             "created_at": iso(created),
         })
     return out
+
+
+async def commands(db: Path, limit: int | None = None) -> list[dict]:
+    """Operator commands: who did what, when, and what came of it."""
+    import json
+
+    async with read_snapshot(db) as conn:
+        sql = "SELECT id, command, args, who, created_at, state, result, decided_at FROM inbox ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = await fetch_all(conn, sql)
+    return [{"id": i, "command": c, "args": json.loads(a), "who": w, "at": iso(at), "state": s,
+             "result": json.loads(r) if r else None, "decided_at": iso(d)} for i, c, a, w, at, s, r, d in rows]
 
 
 async def history(db: Path, policy: Policy, limit: int | None = None) -> list[dict]:

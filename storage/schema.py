@@ -132,6 +132,20 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     ) STRICT, WITHOUT ROWID;
     """,
+    # 2: the inbox: operator commands from any process, with who sent them and what came of it
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        args TEXT NOT NULL,
+        who TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'refused', 'failed')),
+        result TEXT,
+        decided_at INTEGER
+    ) STRICT;
+    CREATE INDEX inbox_pending ON inbox (state) WHERE state = 'pending';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

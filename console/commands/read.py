@@ -8,6 +8,7 @@ amounts as decimal strings.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import typer
@@ -87,12 +88,23 @@ def reservations(json_out: bool = JSON) -> None:
           {0, 4, 5})
 
 
-def history(limit: int = typer.Option(50, "--limit", min=1, help="How many fills, newest first."),
+def history(limit: int = typer.Option(50, "--limit", min=1, help="How many rows, newest first."),
+            commands: bool = typer.Option(False, "--commands", help="Operator commands instead of fills."),
             json_out: bool = JSON) -> None:
-    """Fills, newest first."""
+    """Fills, newest first (--commands: who did what, when, and the result)."""
     from engine import views
 
     _settings, db, policy = _context()
+    if commands:
+        rows = asyncio.run(views.commands(db, limit))
+        if json_out:
+            emit_json(rows)
+            return
+        table("Operator commands", ["id", "at", "who", "command", "args", "state", "result"],
+              [[str(r["id"]), r["at"], r["who"], r["command"], json.dumps(r["args"]), r["state"],
+                "; ".join((r["result"] or {}).get("ok", []) + (r["result"] or {}).get("refused", []))]
+               for r in rows], {0})
+        return
     rows = asyncio.run(views.history(db, policy, limit))
     if json_out:
         emit_json([{k: r[k] for k in ("id", "position_id", "side", "chain", "token", "amount", "price", "fee",

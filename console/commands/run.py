@@ -73,6 +73,7 @@ async def _run(settings, duration, signals) -> None:
         raise Failed(str(exc)) from None
     except OwnerBusy as exc:
         raise Failed(str(exc)) from None
+    engine.start_inbox()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)

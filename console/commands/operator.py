@@ -1,0 +1,223 @@
+"""Operator commands: close, pause, resume, halt. From any terminal, through the one queue.
+
+Each command is written to the inbox (who, when, what). If a `botctl run` or
+`botctl tui` owns the book, it decides the command; if nobody does, this
+process takes the lock, starts the engine for just this command (reconciling
+first, as on any start), settles what it sent, and exits. Obvious mistakes
+(an unknown or closed position) are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from console.errors import Failed, Usage
+from console.output import emit_json, money, price
+
+JSON = typer.Option(False, "--json", help="One JSON object on stdout.")
+NO_WAIT = typer.Option(False, "--no-wait", help="Print the command id and return at once.")
+TIMEOUT = typer.Option(30.0, "--timeout", min=0.1, help="Seconds to wait for the result.")
+
+
+def _context():
+    from engine.kernel import DB_NAME, policy_for
+    from engine.settings import load_settings
+
+    settings = load_settings()
+    db = Path(settings.home) / DB_NAME
+    if not db.exists():
+        raise Failed(f"no book at {db}: start the engine once with `botctl run`")
+    return settings, db, policy_for(settings)
+
+
+def _tty() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+async def _position(db: Path, policy, ident: int) -> dict | None:
+    from engine import views
+
+    rows = await views.positions(db, policy, include_closed=True, ids=[ident])
+    return rows[0] if rows else None
+
+
+def _check_closable(position: dict | None, ident: int) -> None:
+    if position is None:
+        raise Failed(f"no position {ident}")
+    if position["state"] == "closed":
+        raise Failed(f"position {ident} is already closed")
+    if position["state"] == "closing":
+        raise Failed(f"position {ident} is already closing")
+
+
+def _preview(position: dict, fee_bps: int) -> str:
+    value = position["value"]
+    if value is None:
+        return f"position {position['id']}: {position['size']} {position['token']} on {position['chain']} (no mark yet)"
+    from decimal import Decimal
+
+    fee = value * Decimal(fee_bps) / Decimal(10_000)
+    pnl = value - fee - position["cost"]
+    return (f"close position {position['id']}: sell {position['size']} {position['token']} on {position['chain']} "
+            f"at ~{price(position['mark_price'])} -> ~{money(value - fee)} after ~{money(fee, 4)} fees; "
+            f"expected pnl {money(pnl)} (cost {money(position['cost'])})")
+
+
+async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool, timeout: float) -> dict:
+    """Post the command; make sure an owner decides it; return the decided row."""
+    from engine import inbox
+    from storage.owner import current_owner
+
+    ident = inbox.post(db, command, args)
+    if no_wait:
+        return {"id": ident, "state": "pending"}
+    if current_owner(settings.home) is None:
+        await _one_off(settings)
+    return await inbox.wait(db, ident, timeout)
+
+
+async def _one_off(settings) -> None:
+    """Nobody owns the book: own it for this command, settle what it sent, let go."""
+    from engine import logs
+    from engine.kernel import build
+    from storage import ensure_home
+    from storage.owner import OwnerBusy
+
+    logs.setup(ensure_home(settings.home))
+    try:
+        engine = await build(settings, command=" ".join(["botctl", *sys.argv[1:]])[:200])
+    except OwnerBusy:
+        return  # someone started meanwhile: they decide it
+    try:
+        engine.automatic = False
+        from engine.inbox import InboxPoller
+
+        await InboxPoller(engine).drain()
+        await engine.settle()
+    finally:
+        await engine.close()
+
+
+async def _await_closed(db: Path, policy, ids: list[int], timeout: float) -> list[dict]:
+    from engine import views
+
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await views.positions(db, policy, include_closed=True, ids=ids)
+        if all(r["state"] == "closed" for r in rows) or time.monotonic() >= deadline:
+            return rows
+        await asyncio.sleep(0.02)
+
+
+def _report(row: dict, json_out: bool, closed: list[dict] | None = None) -> None:
+    result = row.get("result") or {}
+    if json_out:
+        out = {"command_id": row["id"], "state": row["state"], "result": result}
+        if closed is not None:
+            out["positions"] = [{"id": p["id"], "state": p["state"], "realized_pnl": p["pnl"],
+                                 "exit_price": p["exit_price"]} for p in closed]
+        emit_json(out)
+    else:
+        if row["state"] == "pending":
+            print(f"command {row['id']} queued")
+        for line in result.get("ok", []):
+            print(line)
+        for p in closed or []:
+            if p["state"] == "closed":
+                print(f"position {p['id']} closed: realized pnl {money(p['pnl'])} at {price(p['exit_price'])}")
+            else:
+                print(f"position {p['id']} is {p['state']}: exit order still in flight")
+    if row["state"] in ("refused", "failed"):
+        raise Failed("; ".join(result.get("refused") or ["refused"]))
+
+
+def close(
+    ident: int = typer.Argument(None, metavar="ID", help="Position id (see `botctl positions`)."),
+    all_: bool = typer.Option(False, "--all", help="Close every open position."),
+    reason: str = typer.Option(None, "--reason", help="Why (kept in the audit trail)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    no_wait: bool = NO_WAIT,
+    timeout: float = TIMEOUT,
+    json_out: bool = JSON,
+) -> None:
+    """Close a position (or --all): sell it through the one queue; exactly once."""
+    if ident is None and not all_:
+        raise Usage("close needs a position ID or --all")
+    if ident is not None and all_:
+        raise Usage("give a position ID or --all, not both")
+    if ident is not None and ident <= 0:
+        raise Usage(f"position ids are positive integers, not {ident}")
+    settings, db, policy = _context()
+    args: dict = {"reason": reason} if reason else {}
+    if all_:
+        command = "close_all"
+    else:
+        command = "close"
+        args["id"] = ident
+        position = asyncio.run(_position(db, policy, ident))
+        _check_closable(position, ident)
+        if _tty() and not yes and not json_out:
+            print(_preview(position, settings.paper.fee_bps))
+            if not typer.confirm("close it?", default=False):
+                raise Failed("not closed: cancelled by the operator")
+
+    async def go():
+        row = await _dispatch(settings, db, command, args, no_wait, timeout)
+        closed = None
+        if row["state"] == "done" and not no_wait:
+            ids = (row.get("result") or {}).get("closing", [])
+            closed = await _await_closed(db, policy, ids, timeout) if ids else []
+        return row, closed
+
+    row, closed = asyncio.run(go())
+    _report(row, json_out, closed)
+
+
+def pause(no_wait: bool = NO_WAIT, timeout: float = TIMEOUT, json_out: bool = JSON) -> None:
+    """Reduce only: no new entries; exits, monitoring and reconciliation continue."""
+    settings, db, _policy = _context()
+    _report(asyncio.run(_dispatch(settings, db, "pause", {}, no_wait, timeout)), json_out)
+
+
+def resume(
+    force: bool = typer.Option(False, "--force", help="Required to leave a halt."),
+    no_wait: bool = NO_WAIT,
+    timeout: float = TIMEOUT,
+    json_out: bool = JSON,
+) -> None:
+    """Back to active trading (after pause; after halt only with --force)."""
+    settings, db, _policy = _context()
+    if force and _tty() and not json_out:
+        typed = typer.prompt("leaving a halt re-enables automatic trading; type RESUME to confirm")
+        if typed.strip() != "RESUME":
+            raise Failed("not resumed: confirmation not typed")
+    _report(asyncio.run(_dispatch(settings, db, "resume", {"force": force}, no_wait, timeout)), json_out)
+
+
+def halt(
+    close_all: bool = typer.Option(False, "--close-all", help="Also close every open position."),
+    reason: str = typer.Option(None, "--reason", help="Why (kept in the audit trail)."),
+    no_wait: bool = NO_WAIT,
+    timeout: float = TIMEOUT,
+    json_out: bool = JSON,
+) -> None:
+    """Emergency stop: no new entries, no automatic exits; only operator closes and settling."""
+    settings, db, policy = _context()
+    args = {"close_all": close_all, **({"reason": reason} if reason else {})}
+
+    async def go():
+        row = await _dispatch(settings, db, "halt", args, no_wait, timeout)
+        ids = (row.get("result") or {}).get("closing", [])
+        closed = await _await_closed(db, policy, ids, timeout) if ids and not no_wait else None
+        return row, closed
+
+    row, closed = asyncio.run(go())
+    _report(row, json_out, closed)
+
+
+COMMANDS = {"close": close, "pause": pause, "resume": resume, "halt": halt}

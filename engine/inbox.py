@@ -1,0 +1,265 @@
+"""Operator commands from any process, through the one queue.
+
+A process that does not own the book writes a row to the `inbox` table (who,
+when, what) and nudges the owner through a Unix datagram socket in
+$BOTCTL_HOME; the owner's poller turns the row into engine commands, submits
+them to the sequencer, and the row's result is written IN THE SAME
+TRANSACTION as the last of them, so a crash can neither lose the answer nor
+apply a command twice. A one-second fallback poll covers a lost nudge.
+
+`plan` is pure: it builds the engine commands for a row against the current
+book, and is idempotent (a row re-run after a crash skips what already
+happened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+
+from engine.book import Book
+from engine.messages import (
+    AnswerInbox,
+    CloseDenied,
+    FromInbox,
+    CloseRequested,
+    CommandRejected,
+    EntryDenied,
+    RequestClose,
+    SetTradingState,
+    TradingState,
+    TradingStateChanged,
+)
+
+log = logging.getLogger("botctl.inbox")
+
+SOCKET_NAME = "inbox.sock"
+COMMANDS = ("close", "close_all", "pause", "resume", "halt")
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in this environment
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+# --------------------------------------------------------------------------- sending side
+
+
+def post(db: Path, command: str, args: dict, sender: str | None = None) -> int:
+    """Write one command row (a short transaction of its own) and nudge the owner."""
+    if command not in COMMANDS:
+        raise ValueError(f"unknown operator command {command!r}")
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.execute(
+            "INSERT INTO inbox (command, args, who, created_at, state) VALUES (?, ?, ?, ?, 'pending')",
+            (command, json.dumps(args, sort_keys=True), sender or who(), int(time.time() * 1000)))
+        conn.execute("COMMIT")
+        ident = cur.lastrowid
+    finally:
+        conn.close()
+    nudge(db.parent)
+    return ident
+
+
+def nudge(home: Path) -> None:
+    path = Path(home) / SOCKET_NAME
+    if not path.exists():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(b"!", str(path))
+        except OSError:  # nobody listening: the fallback poll (or a one-off owner) picks it up
+            pass
+
+
+def read(db: Path, ident: int) -> dict | None:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    try:
+        row = conn.execute("SELECT id, command, args, who, created_at, state, result, decided_at FROM inbox "
+                           "WHERE id = ?", (ident,)).fetchone()
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    keys = ("id", "command", "args", "who", "created_at", "state", "result", "decided_at")
+    out = dict(zip(keys, row))
+    out["args"] = json.loads(out["args"])
+    out["result"] = json.loads(out["result"]) if out["result"] else None
+    return out
+
+
+async def wait(db: Path, ident: int, timeout: float) -> dict:
+    """Poll the row until it is decided (the CLI's side: short-lived, so polling is fine)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        row = read(db, ident)
+        if row is not None and row["state"] != "pending":
+            return row
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"command {ident} was not decided within {timeout:g}s (it stays queued)")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+# --------------------------------------------------------------------------- owner side
+
+
+def plan(book: Book, command: str, args: dict, at: int, by: str, fees: dict[str, int]) -> list:
+    """Engine commands for one inbox row, against the current book."""
+    state = book.trading_state
+    if command == "close":
+        position = book.positions.get(args["id"])
+        fee = fees.get(position.chain, 0) if position else 0
+        return [RequestClose(int(args["id"]), args.get("reason") or "operator close", fee, at, by)]
+    if command == "close_all":
+        return _close_all(book, args, at, by, fees)
+    if command == "pause":
+        return [SetTradingState(TradingState.REDUCING, args.get("reason") or "operator pause", at, by)]
+    if command == "resume":
+        return [SetTradingState(TradingState.ACTIVE, args.get("reason") or "operator resume", at, by,
+                                force=bool(args.get("force")))]
+    if command == "halt":
+        steps = []
+        if state is not TradingState.HALTED or not args.get("close_all"):
+            steps.append(SetTradingState(TradingState.HALTED, args.get("reason") or "operator halt", at, by))
+        if args.get("close_all"):
+            steps += _close_all(book, args, at, by, fees)
+        return steps
+    raise ValueError(f"unknown operator command {command!r}")
+
+
+def _close_all(book: Book, args: dict, at: int, by: str, fees: dict[str, int]) -> list:
+    reason = args.get("reason") or "operator close --all"
+    return [RequestClose(p.id, reason, fees.get(p.chain, 0), at, by)
+            for p in book.open_positions() if p.state == "open"]
+
+
+def outcome(prior: dict | None, events: list) -> dict:
+    """Fold one command's events into the row's result."""
+    result = dict(prior or {"ok": [], "refused": [], "closing": []})
+    result = {k: list(v) for k, v in result.items()}
+    for event in events:
+        if isinstance(event, (CloseDenied, CommandRejected, EntryDenied)):
+            result["refused"].append(event.reason)
+        elif isinstance(event, CloseRequested):
+            result["closing"].append(event.position_id)
+            result["ok"].append(f"position {event.position_id} closing (order {event.order_id})")
+        elif isinstance(event, TradingStateChanged):
+            result["ok"].append(f"trading {event.previous.value} -> {event.state.value}")
+    return result
+
+
+def row_state(result: dict) -> str:
+    return "refused" if result["refused"] and not result["ok"] else "done"
+
+
+class InboxPoller:
+    """The owner's half: wakes on a nudge (or every `fallback_s`), feeds rows to the sequencer."""
+
+    def __init__(self, engine, fallback_s: float = 1.0):
+        self.engine = engine
+        self.fallback_s = fallback_s
+        self.home = Path(engine.settings.home)
+        self._wake = asyncio.Event()
+        self._sock: socket.socket | None = None
+        self._task: asyncio.Task | None = None
+        self.handled = 0
+
+    def start(self) -> "InboxPoller":
+        path = self.home / SOCKET_NAME
+        try:
+            path.unlink()  # only the lock owner gets here: a leftover socket is stale
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        old = os.umask(0o077)
+        try:
+            sock.bind(str(path))
+        finally:
+            os.umask(old)
+        sock.setblocking(False)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_nudge)
+        self._wake.set()  # rows that arrived while nobody owned the book
+        self._task = asyncio.create_task(self._loop(), name="botctl-inbox")
+        return self
+
+    def _on_nudge(self) -> None:
+        try:
+            while True:
+                self._sock.recv(64)
+        except (BlockingIOError, OSError):
+            pass
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.fallback_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.drain()
+            except Exception:
+                log.exception("inbox drain failed")
+
+    async def drain(self) -> int:
+        """Decide every pending row, oldest first. Returns how many were handled."""
+        writer = self.engine.writer
+        rows = await writer.run(writer.query, "SELECT id, command, args, who FROM inbox WHERE state = 'pending' "
+                                              "ORDER BY id")
+        for ident, command, args_text, sender in rows:
+            await self._handle(ident, command, json.loads(args_text), sender)
+        self.handled += len(rows)
+        return len(rows)
+
+    async def _handle(self, ident: int, command: str, args: dict, sender: str) -> None:
+        engine = self.engine
+        fees = {name: await ex.fee_reserve() for name, ex in engine.executors.items()}
+        submit, now = engine.sequencer.submit, engine.now()
+        try:
+            steps = plan(engine.book, command, args, now, sender, fees)
+        except (KeyError, ValueError, TypeError) as exc:
+            answer = {"ok": [], "refused": [f"bad command: {exc}"], "closing": []}
+            await submit(AnswerInbox(ident, "failed", json.dumps(answer), now))
+            return
+        if not steps:
+            answer = {"ok": ["nothing to do"], "refused": [], "closing": []}
+            await submit(AnswerInbox(ident, "done", json.dumps(answer), now))
+            return
+        result = None
+        for index, step in enumerate(steps):
+            last = index == len(steps) - 1
+            prior = json.dumps(result) if result is not None else ""
+            decided = await submit(FromInbox(ident, step, prior, last, now))
+            result = outcome(result, list(decided.events))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            try:
+                (self.home / SOCKET_NAME).unlink()
+            except FileNotFoundError:
+                pass

@@ -39,6 +39,7 @@ class Position:
     proceeds: int | None = None  # quote received, venue fee deducted
     pnl: int | None = None
     exit_price: Decimal | None = None
+    exit_attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)

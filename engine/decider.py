@@ -269,9 +269,32 @@ def _decide_failure(book: Book, cmd: RecordFailure) -> list:
     reservation = book.reservations.get(order.reservation_id)
     postings = _release(order.chain, reservation.amount, reservation.fee_amount, cmd.network_fee)
     failed = [OrderFailed(order.id, cmd.reason, cmd.network_fee, cmd.at, postings)]
+    native_back = reservation.fee_amount - cmd.network_fee
     if cmd.nonce_unused and order.state == "signed":
-        failed += _refill(book, order, cmd.refill_fee_reserve, cmd.at, reservation.fee_amount - cmd.network_fee)
+        failed += _refill(book, order, cmd.refill_fee_reserve, cmd.at, native_back)
+    if order.intent == "exit":
+        failed += _retry_exit(book, order, reservation.fee_amount, cmd.at, native_back, len(failed) - 1)
     return failed
+
+
+MAX_EXIT_ATTEMPTS = 10
+
+
+def _retry_exit(book: Book, order: Order, fee: int, at: int, native_back: int, taken: int) -> list:
+    """A requested close stays requested: a failed exit is followed by a fresh one (re-quoted),
+    up to MAX_EXIT_ATTEMPTS; after that the position is open again and the operator decides."""
+    position = book.positions.get(order.position_id)
+    if position is None or position.exit_attempts >= MAX_EXIT_ATTEMPTS:
+        return []
+    if fee > book.balance(order.chain, "native", "cash") + native_back:
+        return []
+    chain = book.policy.chains[order.chain]
+    nonce = _next_nonce(book, chain.name, chain.address) if chain.uses_nonces else None
+    postings = (Posting(order.chain, "native", "reserved", "cash", fee),) if fee else ()
+    return [CloseRequested(position.id, book.meta.get("next_order") + taken,
+                           book.meta.get("next_reservation") + taken, fee, nonce,
+                           chain.address if chain.uses_nonces else None,
+                           position.close_reason or "retry", "retry", at, postings)]
 
 
 def _decide_unknown(book: Book, cmd: RecordUnknown) -> list:
@@ -430,7 +453,8 @@ def _evolve_entry_denied(book: Book, e: EntryDenied) -> None:
 
 def _evolve_close_requested(book: Book, e: CloseRequested) -> None:
     position = book.positions.get(e.position_id)
-    book.positions.put(position.id, replace(position, state="closing", exit_order=e.order_id, close_reason=e.reason))
+    book.positions.put(position.id, replace(position, state="closing", exit_order=e.order_id, close_reason=e.reason,
+                                            exit_attempts=position.exit_attempts + 1))
     book.reservations.put(e.reservation_id, Reservation(
         e.reservation_id, "exit", position.chain, position.token, 0, e.fee_reserve, "held", e.order_id,
         position.id, e.at))

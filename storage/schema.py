@@ -44,7 +44,8 @@ MIGRATIONS: list[str] = [
         closed_at INTEGER,
         proceeds TEXT,
         pnl TEXT,
-        exit_price TEXT
+        exit_price TEXT,
+        exit_attempts INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     CREATE UNIQUE INDEX positions_one_open_per_token ON positions (chain, token) WHERE state != 'closed';
     CREATE TABLE reservations (

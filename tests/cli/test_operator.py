@@ -1,0 +1,156 @@
+"""Operator commands from a second terminal, against a running engine and with none."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def env_for(home: Path, **extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "0", "BOTCTL_MAX_HOLD_S": "100000",
+                "BOTCTL_STOP_LOSS_BPS": "0", "BOTCTL_TAKE_PROFIT_BPS": "0"})
+    env.update(extra)
+    return env
+
+
+def cli(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
+                          env=env_for(home, **extra), timeout=120)
+
+
+def open_positions(home: Path) -> list[dict]:
+    return json.loads(cli(home, "positions", "--json").stdout)
+
+
+@pytest.fixture
+def engine_running(tmp_path):
+    """`botctl run` in the background, paced, after a first run has opened positions."""
+    home = tmp_path / "home"
+    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "run"], env=env_for(
+        home, BOTCTL_PAPER__SPEED="20"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while json.loads(cli(home, "status", "--json").stdout)["owner"] is None:
+        assert time.monotonic() < deadline, "engine did not start"
+        time.sleep(0.05)
+    yield home, proc
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)
+
+
+def test_close_from_another_process_closes_it_and_names_the_pnl(engine_running):
+    home, proc = engine_running
+    position = open_positions(home)[0]
+    result = cli(home, "close", str(position["id"]), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["state"] == "done"
+    [closed] = report["positions"]
+    assert closed["id"] == position["id"] and closed["state"] == "closed"
+    assert closed["realized_pnl"] is not None
+    history = json.loads(cli(home, "history", "--commands", "--json").stdout)
+    assert history[0]["command"] == "close" and history[0]["state"] == "done"
+    assert "pid" in history[0]["who"]
+
+
+def test_twenty_concurrent_closes_sell_exactly_once(engine_running):
+    home, proc = engine_running
+    target = open_positions(home)[0]["id"]
+    procs = [subprocess.Popen([sys.executable, "-m", "console.cli", "close", str(target), "--yes"],
+                              env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(20)]
+    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
+    ok = [r for r in results if r[0] == 0]
+    refused = [r for r in results if r[0] == 1]
+    assert len(ok) == 1, results
+    assert len(refused) == 19, results
+    for _code, _out, err in refused:
+        assert "already closing" in err or "already closed" in err, err
+    deadline = time.monotonic() + 30
+    conn = sqlite3.connect(home / "botctl.db")
+    while conn.execute("SELECT state FROM positions WHERE id = ?", (target,)).fetchone()[0] != "closed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    filled = conn.execute("SELECT count(*) FROM orders WHERE intent = 'exit' AND state = 'filled' "
+                          "AND position_id = ?", (target,)).fetchone()[0]
+    requests = [json.loads(d) for (d,) in conn.execute("SELECT data FROM journal WHERE kind = 'CloseRequested'")]
+    conn.close()
+    assert filled == 1, "exactly one sell"
+    # one operator close was accepted; any other exit order is a retry of that same close after a revert
+    assert len([r for r in requests if r["position_id"] == target and r["by"] != "retry"]) == 1
+
+
+def test_halt_close_all_under_load(engine_running):
+    home, proc = engine_running
+    result = cli(home, "halt", "--close-all", "--json", "--timeout", "60")
+    assert result.returncode == 0, result.stderr
+    conn = sqlite3.connect(home / "botctl.db")
+    halted_at = conn.execute("SELECT max(seq) FROM journal WHERE kind = 'TradingStateChanged'").fetchone()[0]
+    time.sleep(1.0)  # entries keep arriving from the simulated feed
+    later = conn.execute("SELECT count(*) FROM journal WHERE kind = 'EntryReserved' AND seq > ?",
+                         (halted_at,)).fetchone()[0]
+    denied = conn.execute("SELECT count(*) FROM journal WHERE kind = 'EntryDenied' AND seq > ?",
+                          (halted_at,)).fetchone()[0]
+    conn.close()
+    assert later == 0, "no entry is reserved after the halt's commit"
+    assert denied > 0, "the feed kept proposing entries and they were refused"
+    assert all(p["state"] == "closed" for p in json.loads(result.stdout)["positions"])
+    assert open_positions(home) == []
+    assert json.loads(cli(home, "status", "--json").stdout)["trading_state"] == "halted"
+    assert cli(home, "audit").returncode == 0
+
+
+def test_one_off_close_with_no_engine_running(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+    target = open_positions(home)[0]["id"]
+    result = cli(home, "close", str(target), "--reason", "manual")
+    assert result.returncode == 0, result.stderr
+    assert f"position {target} closed: realized pnl" in result.stdout
+    assert json.loads(cli(home, "status", "--json").stdout)["owner"] is None
+    assert cli(home, "audit").returncode == 0
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["close", "999"], 1, "no position 999"),
+    (["close", "abc"], 2, "Invalid value"),
+    (["close", "0"], 2, "positive"),
+    (["close"], 2, "needs a position ID or --all"),
+    (["close", "1", "--all"], 2, "not both"),
+    (["resume"], 1, "not paused"),
+])
+def test_bad_operator_input(tmp_path, args, code, words):
+    home = tmp_path / "home"
+    assert cli(home, "run", "--seed", "4", "--duration", "50").returncode == 0
+    before = sqlite3.connect(home / "botctl.db").execute("SELECT count(*) FROM positions WHERE state != 'open'")
+    result = cli(home, *args)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+
+
+def test_closing_a_closed_or_closing_position_is_refused(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+    target = open_positions(home)[0]["id"]
+    assert cli(home, "close", str(target)).returncode == 0
+    again = cli(home, "close", str(target))
+    assert again.returncode == 1 and "already closed" in again.stderr
+    queued = cli(home, "close", str(open_positions(home)[0]["id"]), "--no-wait", "--json")
+    assert queued.returncode == 0 and json.loads(queued.stdout)["state"] == "pending"
+    closing_id = open_positions(home)[0]["id"]
+    assert cli(home, "positions", "--json").returncode == 0
+    # the queued close is decided by the next owner; a second close of it is refused then
+    assert cli(home, "pause").returncode == 0
+    assert any(p["id"] == closing_id for p in json.loads(cli(home, "positions", "--all", "--json").stdout))

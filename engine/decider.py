@@ -171,12 +171,14 @@ def _decide_reserve(book: Book, cmd: ReserveEntry) -> list:
 
 def _decide_close(book: Book, cmd: RequestClose) -> list:
     position = book.positions.get(cmd.position_id)
-    if position is None:
+    if position is None or position.state == "closed":  # closed in this very batch, or long ago
         if 0 < cmd.position_id < book.meta.get("next_position"):
             return [CloseDenied(cmd.position_id, f"position {cmd.position_id} is already closed", cmd.at)]
         return [CloseDenied(cmd.position_id, f"no position {cmd.position_id}", cmd.at)]
     if position.state == "closing":
         return [CloseDenied(cmd.position_id, f"position {cmd.position_id} is already closing", cmd.at)]
+    if cmd.fee_reserve < 0:
+        return [CloseDenied(cmd.position_id, "fee reserve must not be negative", cmd.at)]
     if cmd.by == "engine" and book.trading_state is TradingState.HALTED:
         return [CloseDenied(cmd.position_id, "trading is halted: no automatic exits", cmd.at)]
     if cmd.fee_reserve > book.balance(position.chain, "native", "cash"):

@@ -139,14 +139,27 @@ class Sequencer:
 
     async def _process(self, batch: list) -> None:
         overlay, journal, results = self._decide_batch(batch)
-        tx = Tx()
-        write_batch(tx, overlay, journal)
         try:
+            tx = Tx()
+            write_batch(tx, overlay, journal)
             if self.before_commit is not None:
                 self.before_commit(journal)
             await self.writer.commit(tx)
-        except BaseException as exc:
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad command must not sink the others: decide and commit each alone,
+                # in queue order, so only the guilty one (or, for an I/O error, each) fails.
+                log.warning("batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
+                for item in batch:
+                    await self._process([item])
+                return
             log.error("commit failed, nothing applied: %s", exc)
+            for _cmd, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException as exc:
+            log.error("commit interrupted, nothing applied: %s", exc)
             for _cmd, future in batch:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))

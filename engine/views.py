@@ -164,6 +164,23 @@ async def reservations(db: Path, policy: Policy) -> list[dict]:
     return out
 
 
+async def nonces(db: Path) -> list[dict]:
+    """Per (chain, address): the next nonce we hand out, the chain's pending count last seen,
+    and every transaction in flight with its nonce (a gap is a missing nonce below the lowest)."""
+    async with read_snapshot(db) as conn:
+        accounts = await fetch_all(conn, "SELECT chain, address, next, floor FROM nonces ORDER BY chain, address")
+        flying = await fetch_all(conn, (
+            "SELECT id, chain, address, nonce, intent, state, tx_id, updated_at FROM orders WHERE nonce IS NOT NULL"
+            " AND state IN ('new', 'signed', 'submitted', 'unknown') ORDER BY nonce"))
+    out = []
+    for chain, address, next_nonce, floor in accounts:
+        mine = [{"order_id": i, "nonce": n, "intent": intent, "state": s, "tx_id": tx, "updated_at": iso(at)}
+                for i, c, a, n, intent, s, tx, at in flying if (c, a) == (chain, address)]
+        out.append({"chain": chain, "address": address, "next_nonce": next_nonce, "chain_floor": floor,
+                    "in_flight": mine})
+    return out
+
+
 async def commands(db: Path, limit: int | None = None) -> list[dict]:
     """Operator commands: who did what, when, and what came of it."""
     import json

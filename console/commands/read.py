@@ -88,6 +88,21 @@ def reservations(json_out: bool = JSON) -> None:
           {0, 4, 5})
 
 
+def nonces(json_out: bool = JSON) -> None:
+    """EVM nonces: next to hand out, the chain's floor, transactions in flight."""
+    from engine import views
+
+    _settings, db, _policy = _context()
+    rows = asyncio.run(views.nonces(db))
+    if json_out:
+        emit_json(rows)
+        return
+    table("Nonces", ["chain", "address", "next", "floor", "in flight"],
+          [[r["chain"], r["address"][:12] + "...", str(r["next_nonce"]), str(r["chain_floor"]),
+            ", ".join(f"{t['nonce']}:{t['intent']}:{t['state']}" for t in r["in_flight"]) or "-"] for r in rows],
+          {2, 3})
+
+
 def history(limit: int = typer.Option(50, "--limit", min=1, help="How many rows, newest first."),
             commands: bool = typer.Option(False, "--commands", help="Operator commands instead of fills."),
             json_out: bool = JSON) -> None:
@@ -159,6 +174,7 @@ COMMANDS = {
     "status": status,
     "positions": positions,
     "reservations": reservations,
+    "nonces": nonces,
     "history": history,
     "audit": audit,
 }

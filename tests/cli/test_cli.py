@@ -96,6 +96,12 @@ def test_run_then_read_commands_follow_the_contract(botctl, home, ran):
     for key in ("id", "position_id", "side", "chain", "token", "amount", "price", "fee", "tx_id", "at"):
         assert key in history[0]
 
+    reservations = json.loads(botctl("reservations", "--json").stdout)
+    assert isinstance(reservations, list)
+    nonces = json.loads(botctl("nonces", "--json").stdout)
+    assert [n["chain"] for n in nonces] == ["base"], "only the EVM chain has nonces"
+    assert nonces[0]["next_nonce"] > 0
+
     audit = botctl("audit")
     assert audit.returncode == 0 and "audit clean" in audit.stdout
 

@@ -18,7 +18,6 @@ import signal
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Callable
 
 from engine.book import Limits, Policy

@@ -16,23 +16,13 @@ from pathlib import Path
 
 import typer
 
+from console.commands.common import command_line, context
 from console.errors import Failed, Usage
 from console.output import emit_json, money, price
 
 JSON = typer.Option(False, "--json", help="One JSON object on stdout.")
 NO_WAIT = typer.Option(False, "--no-wait", help="Print the command id and return at once.")
 TIMEOUT = typer.Option(30.0, "--timeout", min=0.1, help="Seconds to wait for the result.")
-
-
-def _context():
-    from engine.kernel import DB_NAME, policy_for
-    from engine.settings import load_settings
-
-    settings = load_settings()
-    db = Path(settings.home) / DB_NAME
-    if not db.exists():
-        raise Failed(f"no book at {db}: start the engine once with `botctl run`")
-    return settings, db, policy_for(settings)
 
 
 def _tty() -> bool:
@@ -90,7 +80,7 @@ async def _one_off(settings) -> None:
 
     logs.setup(ensure_home(settings.home))
     try:
-        engine = await build(settings, command=" ".join(["botctl", *sys.argv[1:]])[:200])
+        engine = await build(settings, command=command_line())
     except OwnerBusy:
         return  # someone started meanwhile: they decide it
     try:
@@ -152,7 +142,7 @@ def close(
         raise Usage("give a position ID or --all, not both")
     if ident is not None and ident <= 0:
         raise Usage(f"position ids are positive integers, not {ident}")
-    settings, db, policy = _context()
+    settings, db, policy = context()
     args: dict = {"reason": reason} if reason else {}
     if all_:
         command = "close_all"
@@ -180,7 +170,7 @@ def close(
 
 def pause(no_wait: bool = NO_WAIT, timeout: float = TIMEOUT, json_out: bool = JSON) -> None:
     """Reduce only: no new entries; exits, monitoring and reconciliation continue."""
-    settings, db, _policy = _context()
+    settings, db, _policy = context()
     _report(asyncio.run(_dispatch(settings, db, "pause", {}, no_wait, timeout)), json_out)
 
 
@@ -191,7 +181,7 @@ def resume(
     json_out: bool = JSON,
 ) -> None:
     """Back to active trading (after pause; after halt only with --force)."""
-    settings, db, _policy = _context()
+    settings, db, _policy = context()
     if force and _tty() and not json_out:
         typed = typer.prompt("leaving a halt re-enables automatic trading; type RESUME to confirm")
         if typed.strip() != "RESUME":
@@ -207,7 +197,7 @@ def halt(
     json_out: bool = JSON,
 ) -> None:
     """Emergency stop: no new entries, no automatic exits; only operator closes and settling."""
-    settings, db, policy = _context()
+    settings, db, policy = context()
     args = {"close_all": close_all, **({"reason": reason} if reason else {})}
 
     async def go():

@@ -9,32 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 
 import typer
 
+from console.commands.common import context
 from console.errors import Failed
 from console.output import emit_json, money, plain, price, table
 
 JSON = typer.Option(False, "--json", help="One JSON value on stdout (amounts as decimal strings).")
 
 
-def _context():
-    from engine.kernel import DB_NAME, policy_for
-    from engine.settings import load_settings
-
-    settings = load_settings()
-    db = Path(settings.home) / DB_NAME
-    if not db.exists():
-        raise Failed(f"no book at {db}: start the engine once with `botctl run`")
-    return settings, db, policy_for(settings)
-
-
 def status(json_out: bool = JSON) -> None:
     """Mode, stage, trading state and money per chain."""
     from engine import views
 
-    settings, db, policy = _context()
+    settings, db, policy = context()
     data = asyncio.run(views.status(db, policy))
     from storage.owner import current_owner
 
@@ -60,7 +49,7 @@ def positions(all_: bool = typer.Option(False, "--all", help="Include closed pos
     """Open (and closing) positions; --all adds closed ones."""
     from engine import views
 
-    _settings, db, policy = _context()
+    _settings, db, policy = context()
     rows = asyncio.run(views.positions(db, policy, include_closed=all_))
     if json_out:
         emit_json([{k: r[k] for k in ("id", "chain", "token", "state", "size", "cost", "entry_price", "mark_price",
@@ -77,7 +66,7 @@ def reservations(json_out: bool = JSON) -> None:
     """Funds held for orders in flight, with the order that holds them."""
     from engine import views
 
-    _settings, db, policy = _context()
+    _settings, db, policy = context()
     rows = asyncio.run(views.reservations(db, policy))
     if json_out:
         emit_json(rows)
@@ -92,7 +81,7 @@ def nonces(json_out: bool = JSON) -> None:
     """EVM nonces: next to hand out, the chain's floor, transactions in flight."""
     from engine import views
 
-    _settings, db, _policy = _context()
+    _settings, db, _policy = context()
     rows = asyncio.run(views.nonces(db))
     if json_out:
         emit_json(rows)
@@ -109,7 +98,7 @@ def history(limit: int = typer.Option(50, "--limit", min=1, help="How many rows,
     """Fills, newest first (--commands: who did what, when, and the result)."""
     from engine import views
 
-    _settings, db, policy = _context()
+    _settings, db, policy = context()
     if commands:
         rows = asyncio.run(views.commands(db, limit))
         if json_out:
@@ -137,7 +126,7 @@ def audit(json_out: bool = JSON) -> int:
 
     from engine.audit import audit as run_audit
 
-    _settings, db, policy = _context()
+    _settings, db, policy = context()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 
 import typer
+
+from console.commands.common import command_line
 
 from console.errors import Failed
 from console.output import emit_json
@@ -47,7 +48,7 @@ async def _reconcile(settings, accept: bool) -> dict:
 
     logs.setup(ensure_home(settings.home))
     try:
-        engine = await build(settings, command=" ".join(["botctl", *sys.argv[1:]])[:200])
+        engine = await build(settings, command=command_line())
     except OwnerBusy as exc:
         raise Failed(f"{exc} (it reconciles at its own start)") from None
     try:

@@ -9,6 +9,8 @@ import time
 
 import typer
 
+from console.commands.common import command_line
+
 from console.output import money
 
 
@@ -66,7 +68,7 @@ async def _run(settings, duration, signals) -> None:
 
     logs.setup(ensure_home(settings.home))
     try:
-        engine = await build(settings, signals, command=" ".join(["botctl", *sys.argv[1:]])[:200])
+        engine = await build(settings, signals, command=command_line())
     except VenueRejected as exc:
         raise Failed(str(exc)) from None
     except FileNotFoundError as exc:

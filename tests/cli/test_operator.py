@@ -133,11 +133,22 @@ def test_one_off_close_with_no_engine_running(tmp_path):
 def test_bad_operator_input(tmp_path, args, code, words):
     home = tmp_path / "home"
     assert cli(home, "run", "--seed", "4", "--duration", "50").returncode == 0
-    before = sqlite3.connect(home / "botctl.db").execute("SELECT count(*) FROM positions WHERE state != 'open'")
+    def written():
+        conn = sqlite3.connect(home / "botctl.db")
+        try:
+            return [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("journal", "inbox")]
+        finally:
+            conn.close()
+
+    before = written()
     result = cli(home, *args)
     assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+    if args != ["resume"]:  # refused before anything is written
+        assert written() == before
+    else:  # decided by the engine: the refusal itself is on the record, the state is unchanged
+        assert json.loads(cli(home, "status", "--json").stdout)["trading_state"] == "active"
 
 
 def test_closing_a_closed_or_closing_position_is_refused(tmp_path):

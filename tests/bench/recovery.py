@@ -255,7 +255,7 @@ async def make_unknown(engine, market: dict, count: int) -> Counter:
     for executor in engine.executors.values():
         executor.faults = Faults(0, 10_000, expiry)  # every broadcast lost
     await reserve(engine, free_tokens(engine, market, count))
-    outcomes = await advance_orders(engine, ("new",))
+    await advance_orders(engine, ("new",))
     lost = Counter()
     for executor in engine.executors.values():
         executor.faults = Faults(0, 0, expiry)

@@ -55,6 +55,8 @@ class Sequencer:
         if self._task is None or self._stopped:
             return
         self._stopped = True
+        if self._task.done():  # cancelled or crashed: nothing left to drain
+            return
         await self._queue.put((_STOP, None))
         await self._task
 
@@ -139,14 +141,23 @@ class Sequencer:
 
     async def _process(self, batch: list) -> None:
         overlay, journal, results = self._decide_batch(batch)
+        cancelled = None
         try:
             tx = Tx()
             write_batch(tx, overlay, journal)
             if self.before_commit is not None:
                 self.before_commit(journal)
-            await self.writer.commit(tx)
+            commit = asyncio.ensure_future(self.writer.commit(tx))
+            try:
+                await asyncio.shield(commit)
+            except asyncio.CancelledError as stop:
+                # The transaction runs on the writer thread whatever happens here: wait for
+                # its outcome so memory follows disk, then let the cancellation through.
+                cancelled = stop
+                await asyncio.wait([commit])
+                commit.result()
         except Exception as exc:
-            if len(batch) > 1:
+            if len(batch) > 1 and cancelled is None:
                 # One bad command must not sink the others: decide and commit each alone,
                 # in queue order, so only the guilty one (or, for an I/O error, each) fails.
                 log.warning("batch of %d failed to commit (%s); retrying one by one", len(batch), exc)
@@ -157,6 +168,8 @@ class Sequencer:
             for _cmd, future in batch:
                 if not future.done():
                     future.set_exception(exc)
+            if cancelled is not None:
+                raise cancelled
             return
         except BaseException as exc:
             log.error("commit interrupted, nothing applied: %s", exc)
@@ -167,6 +180,11 @@ class Sequencer:
                 raise
             return
         overlay.merge()
+        self._answer(batch, journal, results)
+        if cancelled is not None:
+            raise cancelled
+
+    def _answer(self, batch: list, journal: list, results: list) -> None:
         self.committed_batches += 1
         self.committed_commands += len(batch)
         for (_cmd, future), result in zip(batch, results):

@@ -1,0 +1,32 @@
+"""Test-wide setup: make tests/builders.py importable, and an engine factory fixture."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+from builders import start_engine  # noqa: E402
+
+
+@pytest.fixture
+async def make_engine(tmp_path):
+    """`h = await make_engine(policy, cash={...})`: a real Sequencer on tmp_path/botctl.db, closed after."""
+    started = []
+
+    async def make(pol=None, cash=None, native=None, **kw):
+        h = await start_engine(tmp_path, pol, cash=cash, native=native, **kw)
+        started.append(h)
+        return h
+
+    yield make
+    for h in started:
+        try:
+            await h.close()
+        except Exception:  # a test may have left the sequencer dead: still free the writer
+            await h.writer.close()

@@ -165,3 +165,47 @@ def test_closing_a_closed_or_closing_position_is_refused(tmp_path):
     # the queued close is decided by the next owner; a second close of it is refused then
     assert cli(home, "pause").returncode == 0
     assert any(p["id"] == closing_id for p in json.loads(cli(home, "positions", "--all", "--json").stdout))
+
+
+def run_on_terminal(home: Path, args: list[str], answer: str) -> tuple[int, str]:
+    """Run botctl on a pseudo-terminal, type `answer`, return (exit code, everything shown)."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: botctl on the terminal
+        os.execve(sys.executable, [sys.executable, "-m", "console.cli", *args], env_for(home))
+    shown, sent = b"", False
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if not sent and (b"?" in chunk or b"confirm" in chunk):
+            os.write(fd, answer.encode() + b"\r")
+            sent = True
+    _pid, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_close_on_a_terminal_previews_and_asks(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+    target = open_positions(home)[0]["id"]
+    code, shown = run_on_terminal(home, ["close", str(target)], "n")
+    assert code == 1 and "expected pnl" in shown and "fees" in shown and "cancelled" in shown
+    assert any(p["id"] == target for p in open_positions(home)), "declined: still open"
+    code, shown = run_on_terminal(home, ["close", str(target)], "y")
+    assert code == 0 and f"position {target} closed" in shown
+
+
+def test_leaving_a_halt_on_a_terminal_needs_the_typed_word(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "run", "--seed", "4", "--duration", "50").returncode == 0
+    assert cli(home, "halt").returncode == 0
+    code, shown = run_on_terminal(home, ["resume", "--force"], "yes")
+    assert code == 1 and "not resumed" in shown
+    code, shown = run_on_terminal(home, ["resume", "--force"], "RESUME")
+    assert code == 0 and "halted -> active" in shown

@@ -18,7 +18,7 @@ from engine.book import Book
 from engine.decider import decide, evolve
 from engine.messages import Result
 from engine.persist import write_batch
-from storage import Tx, Writer
+from storage import Writer
 
 log = logging.getLogger("botctl.sequencer")
 
@@ -143,19 +143,12 @@ class Sequencer:
         overlay, journal, results = self._decide_batch(batch)
         cancelled = None
         try:
-            tx = Tx()
-            write_batch(tx, overlay, journal)
-            if self.before_commit is not None:
-                self.before_commit(journal)
-            commit = asyncio.ensure_future(self.writer.commit(tx))
-            try:
-                await asyncio.shield(commit)
-            except asyncio.CancelledError as stop:
-                # The transaction runs on the writer thread whatever happens here: wait for
-                # its outcome so memory follows disk, then let the cancellation through.
-                cancelled = stop
-                await asyncio.wait([commit])
-                commit.result()
+            async with self.writer.transaction() as tx:  # BEGIN IMMEDIATE ... COMMIT, one thread hop
+                write_batch(tx, overlay, journal)
+                if self.before_commit is not None:
+                    self.before_commit(journal)
+        except asyncio.CancelledError as stop:
+            cancelled = stop  # the transaction committed (see Writer.commit): memory follows disk
         except Exception as exc:
             if len(batch) > 1 and cancelled is None:
                 # One bad command must not sink the others: decide and commit each alone,

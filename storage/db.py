@@ -179,7 +179,16 @@ class Writer:
             raise
 
     async def commit(self, tx: Tx) -> None:
-        await self.run(self.commit_ops, tx.ops)
+        """Run the transaction on the writer thread. Cancel-safe: the thread finishes what it
+        started, so on cancellation this waits for the outcome; CancelledError then means the
+        transaction COMMITTED (a failure raises its own exception instead)."""
+        done = asyncio.ensure_future(self.run(self.commit_ops, tx.ops))
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await asyncio.wait([done])
+            done.result()
+            raise
 
     @asynccontextmanager
     async def transaction(self):

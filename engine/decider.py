@@ -17,13 +17,15 @@ Ledger conventions (double entry, per chain and asset, debit minus credit):
 
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 from decimal import Decimal
 
 from engine.book import Book, Fill, NonceState, Order, Position, Reservation
 from engine.messages import (
     AbandonOrder,
+    AcceptReconciliation,
+    AnswerInbox,
     CloseDenied,
     CloseRequested,
     CommandRejected,
@@ -31,6 +33,8 @@ from engine.messages import (
     Deposited,
     EntryDenied,
     EntryReserved,
+    FromInbox,
+    InboxAnswered,
     MarkBroadcast,
     MarkPrices,
     NonceFloorRaised,
@@ -46,15 +50,11 @@ from engine.messages import (
     Posting,
     PricesMarked,
     RaiseNonceFloor,
-    AcceptReconciliation,
     Reconciled,
     ReconciliationAccepted,
-    RecordReconciliation,
-    AnswerInbox,
-    FromInbox,
-    InboxAnswered,
     RecordFailure,
     RecordFill,
+    RecordReconciliation,
     RecordSubmission,
     RecordUnknown,
     RequestClose,

@@ -15,7 +15,14 @@ from decimal import Decimal
 from typing import Callable
 
 from engine.book import Order
-from engine.executors.base import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
+from engine.executors.base import (
+    Accepted,
+    Executor,
+    ExecutorError,
+    Quote,
+    Rejected,
+    Unknown,
+)
 from engine.messages import (
     AbandonOrder,
     MarkBroadcast,

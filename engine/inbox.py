@@ -28,10 +28,10 @@ from engine.book import Book
 from engine.messages import (
     AnswerInbox,
     CloseDenied,
-    FromInbox,
     CloseRequested,
     CommandRejected,
     EntryDenied,
+    FromInbox,
     RequestClose,
     SetTradingState,
     TradingState,

@@ -7,7 +7,6 @@ import asyncio
 import typer
 
 from console.commands.common import command_line
-
 from console.errors import Failed
 from console.output import emit_json
 

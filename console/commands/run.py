@@ -10,7 +10,6 @@ import time
 import typer
 
 from console.commands.common import command_line
-
 from console.output import money
 
 
@@ -58,13 +57,12 @@ def run_command(
 
 
 async def _run(settings, duration, signals) -> None:
+    from console.errors import Failed
     from engine import logs
     from engine.kernel import EngineFailed, build
-    from console.errors import Failed
     from engine.paper.venue import VenueRejected
-    from storage.owner import OwnerBusy
-
     from storage import ensure_home
+    from storage.owner import OwnerBusy
 
     logs.setup(ensure_home(settings.home))
     try:

@@ -46,10 +46,22 @@ from builders import (
     usd,
 )
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from engine.book import NonceState
-from engine.messages import CloseRequested, EntryReserved, OrderFilled, PositionClosed, TradingState
+from engine.messages import (
+    CloseRequested,
+    EntryReserved,
+    OrderFilled,
+    PositionClosed,
+    TradingState,
+)
 
 CHAINS = ("base", "solana")
 TOKENS = ("A", "B", "C", "D")

@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from console.commands import operator, read, reconcile, run
+from console.commands import operator, read, reconcile, run, tui
 from console.errors import Failed, Usage, write_error
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 app.command("run")(run.run_command)
 app.command("reconcile")(reconcile.reconcile_command)
+app.command("tui")(tui.tui_command)
 for name, fn in operator.COMMANDS.items():
     app.command(name)(fn)
 for name, fn in read.COMMANDS.items():

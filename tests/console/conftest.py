@@ -1,0 +1,78 @@
+"""A seeded paper engine for the console's tests, and a home prepared for snapshots.
+
+No automatic exits (stop-loss, take-profit and max-hold off) so that what a test
+does to a position is the only thing that happens to it; the market still moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import types
+from pathlib import Path
+
+import pytest
+
+from engine.kernel import build
+from engine.settings import load_settings
+
+SEED = 3
+GENESIS_S = 1_795_000_000  # the venue's genesis time, frozen for snapshots (epoch seconds)
+
+
+def make_settings(home: Path, **overrides):
+    return load_settings(home=home, paper={"speed": 0, "seed": SEED}, stop_loss_bps=0, take_profit_bps=0,
+                         max_hold_s=0, **overrides)
+
+
+@pytest.fixture(autouse=True)
+def _no_botctl_env(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("BOTCTL_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def frozen_genesis(monkeypatch):
+    """A venue created under this fixture starts at GENESIS_S, so engine times are the same every run."""
+    import engine.paper.venue as venue
+
+    monkeypatch.setattr(venue, "time", types.SimpleNamespace(time=lambda: GENESIS_S))
+    return GENESIS_S * 1000
+
+
+@pytest.fixture
+async def seeded(tmp_path):
+    """`engine = await seeded(ticks)`: a paper engine on tmp_path/home after `ticks` blocks; closed after."""
+    engines = []
+
+    async def make(ticks: int = 150, **overrides):
+        engine = await build(make_settings(tmp_path / "home", **overrides))
+        engines.append(engine)
+        for _ in range(ticks):
+            await engine.tick()
+        return engine
+
+    yield make
+    for engine in engines:
+        await engine.close()
+
+
+@pytest.fixture
+async def engine(seeded):
+    """A paper engine after 150 blocks: 8 open positions (seed 3), nothing in flight."""
+    return await seeded(150)
+
+
+def prepare_home(home: Path, ticks: int) -> None:
+    """Build a book on disk (in a loop of its own) and let it go: an app can then open it."""
+
+    async def go():
+        engine = await build(make_settings(home))
+        try:
+            for _ in range(ticks):
+                await engine.tick()
+        finally:
+            await engine.close()
+
+    asyncio.run(go())

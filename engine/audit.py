@@ -159,3 +159,19 @@ def audit_book(book: Book, images: dict[str, dict]) -> list[str]:
     if loaded.snapshot() != book.snapshot():
         return ["the in-memory book differs from the database"]
     return []
+
+
+def audit_file(db, policy: Policy) -> tuple[list[str], int]:
+    """The audit of a database file on a read-only connection, in one read transaction:
+    (violations, journal events replayed)."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        problems = audit(lambda sql: conn.execute(sql).fetchall(), policy)
+        events = conn.execute("SELECT count(*) FROM journal").fetchone()[0]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return problems, events

@@ -122,19 +122,10 @@ def history(limit: int = typer.Option(50, "--limit", min=1, help="How many rows,
 
 def audit(json_out: bool = JSON) -> int:
     """Recompute the book from the journal and check every invariant; exit 1 on any violation."""
-    import sqlite3
-
-    from engine.audit import audit as run_audit
+    from engine.audit import audit_file
 
     _settings, db, policy = context()
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
-        problems = run_audit(lambda sql: conn.execute(sql).fetchall(), policy)
-        events = conn.execute("SELECT count(*) FROM journal").fetchone()[0]
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    problems, events = audit_file(db, policy)
     if json_out:
         emit_json({"clean": not problems, "events": events, "violations": problems})
     elif problems:

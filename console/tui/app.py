@@ -19,7 +19,6 @@ import asyncio
 import gc
 import logging
 import signal
-import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -641,14 +640,6 @@ class BotctlApp(App):
 
 def run_audit(db: Path, policy) -> tuple[list[str], int]:
     """The audit on a read-only connection, in one read transaction (runs in a thread)."""
-    from engine.audit import audit
+    from engine.audit import audit_file
 
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
-    try:
-        conn.execute("BEGIN")
-        problems = audit(lambda sql: conn.execute(sql).fetchall(), policy)
-        events = conn.execute("SELECT count(*) FROM journal").fetchone()[0]
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return problems, events
+    return audit_file(db, policy)

@@ -42,13 +42,34 @@ def price(value: Decimal | None) -> str:
     return f"{value:.6g}" if abs(value) < 1 else f"{value:,.4f}"
 
 
+def size(value: Decimal | None) -> str:
+    """A token amount for people: whole units grouped, at most 6 significant digits after them."""
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return plain(Decimal(f"{value:.6g}")) if value else "0"
+
+
+def when(iso: str | None) -> str:
+    """An ISO timestamp shortened for a table: date and time to the second (JSON keeps it whole)."""
+    if not iso:
+        return "-"
+    return iso.replace("T", " ")[:19]
+
+
 def table(title: str, columns: list[str], rows: list[list[str]], justify_right: set[int] = frozenset()) -> None:
+    """A table that never truncates a value: piped output is as wide as its content, and a
+    terminal too narrow for it wraps text cells rather than cutting numbers."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    grid = Table(title=title, title_justify="left", header_style="bold")
+    grid = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
     for index, name in enumerate(columns):
-        grid.add_column(name, justify="right" if index in justify_right else "left", no_wrap=True)
+        right = index in justify_right
+        grid.add_column(name, justify="right" if right else "left", no_wrap=right, overflow="fold")
     for row in rows:
         grid.add_row(*row)
-    Console().print(grid)
+    console = Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
+    console.print(grid)

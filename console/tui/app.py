@@ -54,7 +54,7 @@ class MainScreen(Screen):
         Binding("H", "app.halt", "Halt"),
         Binding("a", "app.audit", "Audit"),
         Binding("s", "app.sort", "Sort"),
-        Binding("r", "app.reverse", "Reverse", show=False),
+        Binding("S", "app.reverse", "Reverse sort", show=False),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]

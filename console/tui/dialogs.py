@@ -151,7 +151,7 @@ c        close the selected position (asks first)
 p        pause (exits only) / resume; resuming from a halt asks for RESUME
 H        halt: nothing automatic; asks for HALT
 a        run the audit (replays the journal, checks every invariant)
-s / r    sort positions by the next column / reverse the order
+s / S    sort positions by the next column / reverse the order
 up/down  select a position; Tab moves between panels
 ctrl+p   command palette (the same operator commands)
 ?        this help

@@ -147,6 +147,7 @@ class Limits:
 class Policy:
     chains: dict[str, ChainPolicy] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    live: bool = False  # executors that move real funds (never in paper mode)
 
 
 # --------------------------------------------------------------------------- tables
@@ -243,6 +244,7 @@ META_DEFAULTS: dict[str, Any] = {
     "consecutive_losses": 0,
     "open_slots": 0,
     "review": (),  # reconciliation differences waiting for the operator
+    "stage": "paper",  # the rollout stage (engine/stages.py): its ceilings are risk rules
 }
 
 

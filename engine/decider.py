@@ -23,6 +23,16 @@ from decimal import Decimal
 
 from engine.book import Book, Fill, NonceState, Order, Position, Reservation
 from engine.messages import (
+    AttestationRecorded,
+    Beat,
+    ChangeStage,
+    DrillRecorded,
+    Heartbeat,
+    RecordAttestation,
+    RecordDrill,
+    RunStarted,
+    StageChanged,
+    StartRun,
     AbandonOrder,
     AcceptReconciliation,
     AnswerInbox,
@@ -392,7 +402,61 @@ def _decide_accept(book: Book, cmd: AcceptReconciliation) -> list:
     return [ReconciliationAccepted(tuple(pending), cmd.by, cmd.at, tuple(postings))]
 
 
+def _decide_stage(book: Book, cmd: ChangeStage) -> list:
+    from engine.stages import ORDER, stage
+
+    current = book.meta.get("stage")
+    if cmd.previous != current:
+        return _reject(cmd, f"the stage changed meanwhile: it is {current}, not {cmd.previous}")
+    if cmd.stage not in ORDER:
+        return _reject(cmd, f"unknown stage {cmd.stage!r}")
+    if cmd.stage == current:
+        return _reject(cmd, f"the stage is already {current}")
+    if ORDER.index(cmd.stage) > ORDER.index(current):
+        following = stage(current).next
+        if cmd.stage != following:
+            return _reject(cmd, f"{current} promotes to {following} only, one stage at a time")
+        if cmd.missing:
+            return _reject(cmd, f"promotion to {cmd.stage} refused, missing: " + "; ".join(cmd.missing))
+    return [StageChanged(cmd.stage, current, cmd.reason, cmd.evidence, cmd.by, cmd.at)]
+
+
+def _decide_attestation(book: Book, cmd: RecordAttestation) -> list:
+    from engine.stages import stage
+
+    current = book.meta.get("stage")
+    if cmd.stage != current:
+        return _reject(cmd, f"the stage is {current}, not {cmd.stage}: attest for the stage you are in")
+    text = stage(current).attestation(cmd.item)
+    if text is None:
+        keys = [t.split(":", 1)[0] for t in stage(current).promotion.attestations]
+        return _reject(cmd, f"stage {current} asks no attestation {cmd.item!r}"
+                            + (f" (it asks: {', '.join(keys)})" if keys else ""))
+    return [AttestationRecorded(current, cmd.item, text, cmd.by, cmd.at)]
+
+
+def _decide_drill(book: Book, cmd: RecordDrill) -> list:
+    from engine.stages import DRILLS
+
+    if cmd.kind not in DRILLS:
+        return _reject(cmd, f"unknown drill {cmd.kind!r}")
+    return [DrillRecorded(cmd.kind, cmd.passed, cmd.detail, cmd.network, book.meta.get("stage"), cmd.by, cmd.at)]
+
+
+def _decide_run(book: Book, cmd: StartRun) -> list:
+    return [RunStarted(cmd.run, cmd.mode, cmd.network, book.meta.get("stage"), cmd.command, cmd.at)]
+
+
+def _decide_beat(book: Book, cmd: Beat) -> list:
+    return [Heartbeat(cmd.run, cmd.at)]
+
+
 _DECIDERS = {
+    ChangeStage: _decide_stage,
+    RecordAttestation: _decide_attestation,
+    RecordDrill: _decide_drill,
+    StartRun: _decide_run,
+    Beat: _decide_beat,
     Deposit: _decide_deposit,
     ReserveEntry: _decide_reserve,
     RequestClose: _decide_close,
@@ -597,6 +661,10 @@ def _evolve_accepted(book: Book, e: ReconciliationAccepted) -> None:
     book.meta.put("review", ())
 
 
+def _evolve_stage(book: Book, e: StageChanged) -> None:
+    book.meta.put("stage", e.stage)
+
+
 def _evolve_answered(book: Book, e: InboxAnswered) -> None:
     book.inbox.put(e.inbox_id, (e.state, e.result, e.at))
 
@@ -621,6 +689,7 @@ _EVOLVERS = {
     Reconciled: _evolve_reconciled,
     ReconciliationAccepted: _evolve_accepted,
     InboxAnswered: _evolve_answered,
+    StageChanged: _evolve_stage,
 }
 
 

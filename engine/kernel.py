@@ -45,6 +45,7 @@ from storage.owner import Ownership, acquire
 log = logging.getLogger("botctl.kernel")
 
 DB_NAME = "botctl.db"
+HEARTBEAT_MS = 60_000
 VENUE_NAME = "paper-venue.db"
 
 
@@ -139,6 +140,9 @@ class Engine:
         self.stats = Stats()
         self.automatic = True  # False: a one-off owner settles what is in flight, decides nothing itself
         self.inbox = None
+        self.run_id = f"{os.getpid()}-{int(time.time() * 1000)}"
+        self.network = "paper"  # where this engine trades (paper | testnet | mainnet): rollout evidence
+        self._last_beat: int | None = None
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
 
@@ -171,10 +175,27 @@ class Engine:
         await self.sequencer.submit(RecordReconciliation(found, len(resolved), self.now(), by))
         return Reconciliation(resolved, found)
 
+    async def start_run(self, command: str) -> None:
+        """Journal who runs the book, where it trades, and in which stage (rollout evidence)."""
+        from engine.messages import StartRun
+
+        now = self.now()
+        await self.sequencer.submit(StartRun(self.run_id, self.settings.mode, self.network, command, now))
+        self._last_beat = now
+
+    async def _beat(self, now: int) -> None:
+        """A heartbeat every engine minute: hours run in a stage are measured from these."""
+        from engine.messages import Beat
+
+        if self._last_beat is not None and now - self._last_beat >= HEARTBEAT_MS:
+            self._last_beat = now
+            await self.sequencer.submit(Beat(self.run_id, now))
+
     async def tick(self) -> None:
         height = await self.link.call(self.venue.advance)
         now = self.now()
         submit = self.sequencer.submit
+        await self._beat(now)
         for chain in sorted(self.executors):
             prices = await self.link.call(self.venue.prices, chain)
             await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
@@ -261,6 +282,12 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     """The engine, owning the book (raises storage.owner.OwnerBusy if another process does).
 
     `market` replaces the simulated market's chains and tokens (benchmarks use thousands)."""
+    from engine.stages import StageError, check_settings
+
+    if settings.mode != "paper":
+        from engine.guards import live_mode
+
+        await live_mode(settings)  # raises SettingsError with the first reason it cannot start
     market = market or CHAINS
     home = ensure_home(settings.home)
     policy = policy_for(settings, market)
@@ -272,6 +299,10 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         raise
     try:
         book = await writer.run(load_book, writer.query, policy)
+        try:
+            check_settings(settings, book.meta.get("stage"))  # under the lock: the stage cannot move now
+        except StageError as exc:
+            raise SettingsError(str(exc)) from None
         p = settings.paper
         venue = PaperVenue(home / VENUE_NAME, market, VenueParams(
             p.seed, p.fee_bps, p.volatility_bps, p.slippage_noise_bps, p.latency_blocks, p.deposit_usd,
@@ -293,4 +324,5 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     engine = Engine(settings, writer, sequencer, link, executors, source, ownership)
     await engine.fund()
     engine.last_reconciliation = await engine.reconcile()  # before any new entry
+    await engine.start_run(command)
     return engine

@@ -191,6 +191,56 @@ class AnswerInbox:
     at: int
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeStage:
+    """Promote (to the next stage) or demote (to any earlier one). `previous` is the stage the
+    sender saw (a stage changed meanwhile refuses); `missing` is the promotion evidence the
+    owner measured as missing just before (a promotion with anything missing is refused)."""
+
+    stage: str
+    previous: str
+    missing: tuple[str, ...]
+    evidence: str  # JSON: what was measured, kept with the event
+    reason: str
+    at: int
+    by: str = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordAttestation:
+    stage: str
+    item: str  # the attestation's key (the word before its colon)
+    at: int
+    by: str = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDrill:
+    kind: str  # failure | crash | halt
+    passed: bool
+    detail: str
+    network: str  # paper | testnet | mainnet: where it ran
+    at: int
+    by: str = "drill"
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    """An engine started owning the book: evidence of where it trades, and of hours run."""
+
+    run: str
+    mode: str
+    network: str
+    command: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    run: str
+    at: int
+
+
 Command = (
     Deposit
     | ReserveEntry
@@ -208,6 +258,11 @@ Command = (
     | AcceptReconciliation
     | FromInbox
     | AnswerInbox
+    | ChangeStage
+    | RecordAttestation
+    | RecordDrill
+    | StartRun
+    | Beat
 )
 
 
@@ -415,6 +470,52 @@ class InboxAnswered:
 
 
 @dataclass(frozen=True, slots=True)
+class StageChanged:
+    stage: str
+    previous: str
+    reason: str
+    evidence: str  # JSON
+    by: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationRecorded:
+    stage: str
+    item: str
+    text: str
+    by: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DrillRecorded:
+    kind: str
+    passed: bool
+    detail: str
+    network: str
+    stage: str
+    by: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    run: str
+    mode: str
+    network: str
+    stage: str
+    command: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    run: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommandRejected:
     command: str
     reason: str
@@ -443,6 +544,11 @@ Event = (
     | Reconciled
     | ReconciliationAccepted
     | InboxAnswered
+    | StageChanged
+    | AttestationRecorded
+    | DrillRecorded
+    | RunStarted
+    | Heartbeat
     | CommandRejected
 )
 

@@ -240,7 +240,7 @@ def write_batch(tx: Tx, overlay: Book, journal: list[tuple[int, object]]) -> Non
 
 # --------------------------------------------------------------------------- loading
 
-_META_DECODE = {"trading_state": TradingState, "review": lambda v: _dec_rows(json.loads(v))}
+_META_DECODE = {"trading_state": TradingState, "stage": str, "review": lambda v: _dec_rows(json.loads(v))}
 
 
 LIVE_ROWS = {

@@ -18,6 +18,13 @@ class Denied(Exception):
     """Raised inside the pure rules only; the decider turns it into a denial event."""
 
 
+def stage_of(book: Book):
+    """The stored stage's ceilings (the shipped profiles' figures: no config loosens them)."""
+    from engine.stages import stage
+
+    return stage(book.meta.get("stage"))
+
+
 def exposure(book: Book) -> Decimal:
     """Quote value at risk across chains: held for entries plus open cost."""
     total = Decimal(0)
@@ -39,6 +46,12 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
         raise Denied(f"unknown chain {cmd.chain!r}")
     if limits.allowed_chains is not None and cmd.chain not in limits.allowed_chains:
         raise Denied(f"chain {cmd.chain} is not allowed at this stage")
+    stage = stage_of(book)
+    if book.policy.live and not stage.live_funds:
+        raise Denied(f"stage {stage.name} does not allow live funds")
+    if chain.kind not in stage.ceiling.chain_kinds:
+        raise Denied(f"stage {stage.name} allows {' and '.join(stage.ceiling.chain_kinds)} chains only, "
+                     f"not {cmd.chain} ({chain.kind})")
     if chain.tokens and cmd.token not in chain.tokens:
         raise Denied(f"token {cmd.token} is not on the {cmd.chain} allow-list")
     if cmd.signal_id is not None and cmd.signal_id in book.signals:
@@ -58,20 +71,31 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
 
     qd = chain.quote_decimals
     cash = book.balance(cmd.chain, "quote", "cash")
+    ceiling = stage.ceiling
     max_position = to_units(limits.max_position, qd)
-    room = to_units(limits.max_exposure - exposure(book), qd)
+    stage_max = to_units(ceiling.max_position_usd, qd) if ceiling.max_position_usd is not None else None
+    at_risk = exposure(book)
+    room = to_units(limits.max_exposure - at_risk, qd)
+    stage_room = to_units(ceiling.capital_usd - at_risk, qd) if ceiling.capital_usd is not None else None
     if cmd.amount is not None:
         amount = cmd.amount
         if amount <= 0:
             raise Denied("entry size must be positive")
         if amount > max_position:
             raise Denied(f"size {from_units(amount, qd)} exceeds max position {limits.max_position}")
+        if stage_max is not None and amount > stage_max:
+            raise Denied(f"size {from_units(amount, qd)} exceeds the {stage.name} stage ceiling of "
+                         f"{ceiling.max_position_usd} per position")
+        if stage_room is not None and amount > stage_room:
+            raise Denied(f"size {from_units(amount, qd)} exceeds the {stage.name} stage's capital room "
+                         f"{from_units(max(stage_room, 0), qd)} (capital {ceiling.capital_usd})")
         if amount > room:
             raise Denied(f"size {from_units(amount, qd)} exceeds exposure room {from_units(max(room, 0), qd)}")
         if amount > cash:
             raise Denied(f"insufficient cash on {cmd.chain}: {from_units(cash, qd)} < {from_units(amount, qd)}")
     else:
-        amount = min(to_units(limits.default_position, qd), max_position, room, cash)
+        amount = min(to_units(limits.default_position, qd), max_position, room, cash,
+                     *(v for v in (stage_max, stage_room) if v is not None))
         if amount < to_units(limits.min_position, qd):
             raise Denied(f"no room for an entry on {cmd.chain} (cash {from_units(cash, qd)})")
     if cmd.fee_reserve < 0:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +63,15 @@ class PaperSettings(BaseModel):
     expiry_blocks: int = Field(30, ge=2)
 
 
+class RolloutSettings(BaseModel):
+    """Promotion criteria an operator tightens (never loosens) beyond the profile's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_hours: Decimal | None = Field(None, ge=0)
+    min_trades: int | None = Field(None, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BOTCTL_",
@@ -93,6 +101,7 @@ class Settings(BaseSettings):
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
     chains: dict[str, ChainSettings] = Field(default_factory=dict)
     paper: PaperSettings = Field(default_factory=PaperSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @field_validator("home")
     @classmethod
@@ -129,9 +138,11 @@ def _mask(value: Any, key: str = "") -> Any:
 
 
 def profile_path(name: str) -> Path:
+    from engine.stages import profile_file
+
     if name not in PROFILES:
         raise SettingsError(f"unknown profile {name!r} (one of: {', '.join(PROFILES)})")
-    return Path(str(resources.files("profiles").joinpath(f"{name}.toml")))
+    return profile_file(name)
 
 
 def _env_name(loc: tuple) -> str:
@@ -139,10 +150,18 @@ def _env_name(loc: tuple) -> str:
 
 
 def load_settings(**flags: Any) -> Settings:
-    """Settings from every source; flags are the highest (None values are ignored)."""
+    """Settings from every source; flags are the highest (None values are ignored).
+
+    The profile in force is the one asked for (flag, BOTCTL_PROFILE) or else the stage the
+    book is in; either way the result must fit within that profile's ceilings and the profile
+    must be no looser than the stored stage (engine/stages.py)."""
+    from engine.stages import StageError, check_settings, stored_stage
+
     flags = {k: v for k, v in flags.items() if v is not None}
     home = Path(flags.get("home") or os.environ.get("BOTCTL_HOME") or DEFAULT_HOME).expanduser()
-    profile = flags.get("profile") or os.environ.get("BOTCTL_PROFILE") or "paper"
+    stored = stored_stage(home / "botctl.db")
+    profile = flags.get("profile") or os.environ.get("BOTCTL_PROFILE") or stored or "paper"
+    flags["profile"] = profile
     profile_file = profile_path(profile)
     config_file = home / "config.toml"
 
@@ -165,7 +184,11 @@ def load_settings(**flags: Any) -> Settings:
             )
 
     try:
-        return _Sourced(**flags)
+        settings = _Sourced(**flags)
+        check_settings(settings, stored)
+        return settings
+    except StageError as exc:
+        raise SettingsError(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = tuple(first.get("loc", ()))

@@ -1,0 +1,166 @@
+"""Start guards: which network an endpoint is on, and whether this stage may trade there.
+
+`classify_*` and `network_problems`/`live_problems` are pure (tested by
+table); `probe` asks an endpoint over plain JSON-RPC (`eth_chainId`,
+`getGenesisHash`) with the standard library, so a guard never pays for
+importing web3 or solana. A network is "testnet" only when known to be one
+(or a local dev chain); anything unknown is treated as a possible mainnet.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+EVM_MAINNETS = {
+    1: "Ethereum mainnet", 10: "OP mainnet", 56: "BNB Smart Chain", 100: "Gnosis", 137: "Polygon",
+    250: "Fantom", 324: "zkSync Era", 5000: "Mantle", 8453: "Base", 42161: "Arbitrum One",
+    43114: "Avalanche C-Chain", 59144: "Linea", 81457: "Blast", 534352: "Scroll",
+}
+EVM_TESTNETS = {
+    11155111: "Sepolia", 17000: "Holesky", 560048: "Hoodi", 84532: "Base Sepolia", 421614: "Arbitrum Sepolia",
+    11155420: "OP Sepolia", 80002: "Polygon Amoy", 97: "BSC testnet", 43113: "Avalanche Fuji",
+    31337: "local dev chain (anvil/hardhat)", 1337: "local dev chain", 131277322940537: "eth-tester",
+}
+SOLANA_GENESIS = {
+    "5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d": ("mainnet", "Solana mainnet-beta"),
+    "EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG": ("testnet", "Solana devnet"),
+    "4uhcVJyU9pJkvQyS88uRDiswHXSCkY3zQawwpjk2NsNY": ("testnet", "Solana testnet"),
+}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class Network:
+    network: str  # testnet | mainnet
+    label: str  # what it is, for messages
+    chain_id: int | None = None  # EVM only
+
+
+def classify_evm(chain_id: int) -> Network:
+    if chain_id in EVM_TESTNETS:
+        return Network("testnet", f"chain id {chain_id} ({EVM_TESTNETS[chain_id]})", chain_id)
+    name = EVM_MAINNETS.get(chain_id, "not a known test network")
+    return Network("mainnet", f"chain id {chain_id} ({name})", chain_id)
+
+
+def classify_solana(genesis_hash: str, url: str) -> Network:
+    known = SOLANA_GENESIS.get(genesis_hash)
+    if known is not None:
+        return Network(known[0], f"genesis {genesis_hash} ({known[1]})")
+    if urlparse(url).hostname in LOOPBACK:  # a local validator: its genesis is its own
+        return Network("testnet", f"genesis {genesis_hash} (a local validator)")
+    return Network("mainnet", f"genesis {genesis_hash} (not a known test network)")
+
+
+def network_problems(stage, found: dict[str, Network], configured_ids: dict[str, int | None]) -> list[str]:
+    """Every configured chain on a network this stage may not trade on, or not the one configured."""
+    out = []
+    for name, net in sorted(found.items()):
+        if net.network not in stage.networks:
+            allowed = ", ".join(n for n in stage.networks if n != "paper") or "paper only"
+            out.append(f"chains.{name}: the endpoint is {net.label}, a {net.network} network; "
+                       f"stage {stage.name} allows {allowed} networks")
+        want = configured_ids.get(name)
+        if want is not None and net.chain_id is not None and want != net.chain_id:
+            out.append(f"chains.{name}: chain_id is {want} but the endpoint is {net.label}")
+    return out
+
+
+def live_problems(stage, settings, found: dict[str, Network], keys: dict[str, str | None]) -> list[str]:
+    """What stands between these settings and live trading: the stage, dry run, keys."""
+    out = []
+    mainnet = [name for name, net in found.items() if net.network == "mainnet"]
+    if mainnet and not stage.live_funds:
+        out.append(f"stage {stage.name} does not allow live funds (promote with botctl rollout)")
+    if not settings.dry_run:
+        for name, problem in sorted(keys.items()):
+            if problem:
+                out.append(f"chains.{name}: {problem}")
+    return out
+
+
+def key_problem(home: Path, chain) -> str | None:
+    """Is the chain's key file present and private? (Its content is never read into a message.)"""
+    rel = chain.keystore if chain.kind == "evm" else chain.keypair
+    what = "keystore" if chain.kind == "evm" else "keypair"
+    if not rel:
+        return f"no {what} configured"
+    path = (Path(home) / rel) if not Path(rel).is_absolute() else Path(rel)
+    if not path.exists():
+        return f"{what} {path} not found"
+    if path.stat().st_mode & 0o077:
+        return f"{what} {path} is readable by others (chmod 600 {path})"
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"{what} {path} is not a JSON key file"
+    return None
+
+
+def _rpc(url: str, method: str, timeout: float) -> object:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator's endpoint)
+        reply = json.loads(response.read())
+    if "error" in reply:
+        raise ValueError(reply["error"].get("message", "error"))
+    return reply["result"]
+
+
+def probe(chain, timeout: float = 5.0) -> Network:
+    """Ask the endpoint which network it is. Raises OSError/ValueError when it cannot tell."""
+    if not chain.rpc_url:
+        raise ValueError("no rpc_url configured")
+    if chain.kind == "evm":
+        return classify_evm(int(_rpc(chain.rpc_url, "eth_chainId", timeout), 16))
+    return classify_solana(str(_rpc(chain.rpc_url, "getGenesisHash", timeout)), chain.rpc_url)
+
+
+def probe_all(settings, timeout: float = 5.0) -> tuple[dict[str, Network], list[str]]:
+    found, problems = {}, []
+    for name, chain in sorted(settings.chains.items()):
+        try:
+            found[name] = probe(chain, timeout)
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            problems.append(f"chains.{name}: endpoint {_safe(chain.rpc_url)} unreachable: {exc}")
+    return found, problems
+
+
+def _safe(url: str | None) -> str:
+    """An endpoint for a message: no credentials, no query string (API keys live there)."""
+    if not url:
+        return "(none)"
+    parts = urlparse(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def live_mode(settings) -> None:
+    """Mode live: refuse, with the first reason, anything the stage or the endpoints forbid.
+
+    The live EVM and Solana executors come next (through engine/executors/base.py); until
+    they land, a start in live mode that passes every guard still stops, saying so."""
+    import asyncio
+
+    from engine.settings import SettingsError
+    from engine.stages import stage
+
+    current = stage(settings.profile)
+    if not settings.chains:
+        raise SettingsError(f"mode live needs chains: configure [chains.<name>] (see .env.example), "
+                            f"or run paper (--profile paper)")
+    found, problems = await asyncio.to_thread(probe_all, settings)
+    problems += network_problems(current, found, {n: c.chain_id for n, c in settings.chains.items()})
+    keys = {name: key_problem(settings.home, chain) for name, chain in settings.chains.items()}
+    problems += live_problems(current, settings, found, keys)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SettingsError(problems[0] + more)
+    raise SettingsError("mode live: the EVM and Solana executors are not in this version; "
+                        "run paper (--profile paper) meanwhile")

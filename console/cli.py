@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from console.commands import operator, read, reconcile, run, tui
+from console.commands import doctor, operator, read, reconcile, rollout, run, tui
 from console.errors import Failed, Usage, write_error
 
 app = typer.Typer(
@@ -32,6 +32,9 @@ for name, fn in operator.COMMANDS.items():
     app.command(name)(fn)
 for name, fn in read.COMMANDS.items():
     app.command(name)(fn)
+app.add_typer(rollout.app, name="rollout")
+app.command("drill")(rollout.drill)
+app.command("doctor")(doctor.doctor)
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 config_app.command("show")(read.config_show)
 app.add_typer(config_app, name="config")

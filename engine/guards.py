@@ -62,9 +62,8 @@ def network_problems(stage, found: dict[str, Network], configured_ids: dict[str,
     out = []
     for name, net in sorted(found.items()):
         if net.network not in stage.networks:
-            allowed = ", ".join(n for n in stage.networks if n != "paper") or "paper only"
             out.append(f"chains.{name}: the endpoint is {net.label}, a {net.network} network; "
-                       f"stage {stage.name} allows {allowed} networks")
+                       f"stage {stage.name} trades on {' and '.join(stage.networks)} only")
         want = configured_ids.get(name)
         if want is not None and net.chain_id is not None and want != net.chain_id:
             out.append(f"chains.{name}: chain_id is {want} but the endpoint is {net.label}")
@@ -158,7 +157,8 @@ async def live_mode(settings) -> None:
     found, problems = await asyncio.to_thread(probe_all, settings)
     problems += network_problems(current, found, {n: c.chain_id for n, c in settings.chains.items()})
     keys = {name: key_problem(settings.home, chain) for name, chain in settings.chains.items()}
-    problems += live_problems(current, settings, found, keys)
+    if not problems:  # a network the stage forbids already says why; then funds and keys
+        problems += live_problems(current, settings, found, keys)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SettingsError(problems[0] + more)

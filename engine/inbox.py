@@ -27,6 +27,10 @@ from pathlib import Path
 from engine.book import Book
 from engine.messages import (
     AnswerInbox,
+    AttestationRecorded,
+    ChangeStage,
+    RecordAttestation,
+    StageChanged,
     CloseDenied,
     CloseRequested,
     CommandRejected,
@@ -41,7 +45,8 @@ from engine.messages import (
 log = logging.getLogger("botctl.inbox")
 
 SOCKET_NAME = "inbox.sock"
-COMMANDS = ("close", "close_all", "pause", "resume", "halt")
+COMMANDS = ("close", "close_all", "pause", "resume", "halt", "promote", "demote", "attest")
+STAGE_COMMANDS = ("promote", "demote", "attest")  # move no funds: a book-only owner may decide them
 
 
 def who() -> str:
@@ -132,6 +137,13 @@ def plan(book: Book, command: str, args: dict, at: int, by: str, fees: dict[str,
     if command == "resume":
         return [SetTradingState(TradingState.ACTIVE, args.get("reason") or "operator resume", at, by,
                                 force=bool(args.get("force")))]
+    if command == "promote":
+        return [ChangeStage(args["to"], args["from"], tuple(args["_missing"]), args["_evidence"],
+                            args.get("reason") or "operator promote", at, by)]
+    if command == "demote":
+        return [ChangeStage(args["to"], args["from"], (), "{}", args.get("reason") or "operator demote", at, by)]
+    if command == "attest":
+        return [RecordAttestation(args["stage"], args["item"], int(time.time() * 1000), by)]
     if command == "halt":
         steps = []
         if state is not TradingState.HALTED or not args.get("close_all"):
@@ -160,11 +172,33 @@ def outcome(prior: dict | None, events: list) -> dict:
             result["ok"].append(f"position {event.position_id} closing (order {event.order_id})")
         elif isinstance(event, TradingStateChanged):
             result["ok"].append(f"trading {event.previous.value} -> {event.state.value}")
+        elif isinstance(event, StageChanged):
+            result["ok"].append(f"stage {event.previous} -> {event.stage}")
+        elif isinstance(event, AttestationRecorded):
+            result["ok"].append(f"attested for {event.stage}: {event.text}")
     return result
 
 
 def row_state(result: dict) -> str:
     return "refused" if result["refused"] and not result["ok"] else "done"
+
+
+async def promotion_args(engine, args: dict) -> dict:
+    """The owner measures the evidence itself (a sender's word is not evidence), just before
+    deciding; the decider refuses a promotion with anything missing."""
+    from engine.rollout import as_json, checklist, evidence_of
+    from engine.stages import stage
+
+    book = engine.book
+    current = stage(book.meta.get("stage"))
+    db = Path(engine.settings.home) / "botctl.db"
+    ev = await asyncio.to_thread(evidence_of, db, book.policy, current.name)
+    rollout = engine.settings.rollout
+    items = checklist(current, ev, rollout.min_hours, rollout.min_trades)
+    summary = as_json(current, ev, items)
+    missing = [i.missing() for i in items if not i.ok] if current.next else ["this is the last stage"]
+    return {**args, "to": args.get("to") or current.next or current.name, "_missing": missing,
+            "_evidence": json.dumps(summary["evidence"], sort_keys=True)}
 
 
 class InboxPoller:
@@ -218,11 +252,12 @@ class InboxPoller:
             except Exception:
                 log.exception("inbox drain failed")
 
-    async def drain(self) -> int:
-        """Decide every pending row, oldest first. Returns how many were handled."""
+    async def drain(self, only: tuple[str, ...] | None = None) -> int:
+        """Decide every pending row (of the `only` commands, if given), oldest first."""
         writer = self.engine.writer
         rows = await writer.run(writer.query, "SELECT id, command, args, who FROM inbox WHERE state = 'pending' "
                                               "ORDER BY id")
+        rows = [row for row in rows if only is None or row[1] in only]
         for ident, command, args_text, sender in rows:
             await self._handle(ident, command, json.loads(args_text), sender)
         self.handled += len(rows)
@@ -233,6 +268,8 @@ class InboxPoller:
         fees = {name: await ex.fee_reserve() for name, ex in engine.executors.items()}
         submit, now = engine.sequencer.submit, engine.now()
         answered_at = int(time.time() * 1000)  # the row's clock is the operator's wall clock
+        if command == "promote":
+            args = await promotion_args(engine, args)
         try:
             steps = plan(engine.book, command, args, now, sender, fees)
         except (KeyError, ValueError, TypeError) as exc:

@@ -326,3 +326,51 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     engine.last_reconciliation = await engine.reconcile()  # before any new entry
     await engine.start_run(command)
     return engine
+
+
+class BookOwner:
+    """Owns the book with no venue and no executors: for commands that move no funds (a stage
+    change, an attestation), which must work in any stage - a demotion most of all, even when the
+    stage's own engine cannot start. Its clock is the paper venue's when there is one (so evidence
+    spans one clock), else the wall clock."""
+
+    def __init__(self, settings: Settings, writer: Writer, sequencer: Sequencer, ownership: Ownership):
+        self.settings = settings
+        self.writer = writer
+        self.sequencer = sequencer
+        self.ownership = ownership
+        self.executors: dict = {}
+        self._venue = os.path.join(settings.home, VENUE_NAME)
+
+    @property
+    def book(self):
+        return self.sequencer.book
+
+    def now(self) -> int:
+        stored = PaperVenue.stored_now_ms(self._venue)
+        return stored if stored is not None else int(time.time() * 1000)
+
+    async def close(self) -> None:
+        try:
+            await self.sequencer.stop()
+            await self.writer.close()
+        finally:
+            self.ownership.release()
+
+
+async def open_book(settings: Settings, command: str) -> BookOwner:
+    """Take the lock and load the book, nothing else (raises OwnerBusy if another process owns it)."""
+    home = ensure_home(settings.home)
+    ownership = acquire(home, command)
+    try:
+        writer = await Writer(home / DB_NAME, settings.synchronous).open()
+    except BaseException:
+        ownership.release()
+        raise
+    try:
+        book = await writer.run(load_book, writer.query, policy_for(settings))
+    except BaseException:
+        await writer.close()
+        ownership.release()
+        raise
+    return BookOwner(settings, writer, Sequencer(book, writer).start(), ownership)

@@ -165,7 +165,8 @@ def breaches(settings, ceiling: Ceiling, stage_name: str) -> list[str]:
 def check_settings(settings, stored: str | None) -> None:
     """Refuse settings beyond the profile's ceiling, or a profile looser than the stored stage."""
     profile = settings.profile
-    if stored is not None and looser(profile, stored):
+    stored = stored or ORDER[0]  # no book yet: it will begin at the first stage
+    if looser(profile, stored):
         raise StageError(f"stage is {stored}: promote first (botctl rollout) - profile {profile} is looser "
                          f"than the stage the book is in")
     current = stage(profile)

@@ -166,9 +166,11 @@ def round_trip_entry(order_id: int, chain: str = "base", token: str = "T1", amou
 # --------------------------------------------------------------------------- pure books
 
 def is_command(item: Any) -> bool:
-    return type(item).__module__ == "engine.messages" and type(item).__name__ in {
-        "Deposit", "ReserveEntry", "RecordSubmission", "MarkBroadcast", "RecordFill", "RecordFailure",
-        "RecordUnknown", "AbandonOrder", "RequestClose", "MarkPrices", "SetTradingState", "RaiseNonceFloor"}
+    import typing
+
+    from engine import messages
+
+    return type(item) in typing.get_args(messages.Command)
 
 
 def given(*items: Any, pol: Policy | None = None, strict: bool = True) -> Book:

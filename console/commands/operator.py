@@ -67,8 +67,27 @@ async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool,
     if no_wait:
         return {"id": ident, "state": "pending"}
     if current_owner(settings.home) is None:
-        await _one_off(settings)
+        if command in inbox.STAGE_COMMANDS:
+            await _one_off_book(settings)
+        else:
+            await _one_off(settings)
     return await inbox.wait(db, ident, timeout)
+
+
+async def _one_off_book(settings) -> None:
+    """A stage command with nobody owning the book: own the book alone (no venue), decide, let go."""
+    from engine.inbox import STAGE_COMMANDS, InboxPoller
+    from engine.kernel import open_book
+    from storage.owner import OwnerBusy
+
+    try:
+        owner = await open_book(settings, command_line())
+    except OwnerBusy:
+        return  # someone started meanwhile: they decide it
+    try:
+        await InboxPoller(owner).drain(only=STAGE_COMMANDS)
+    finally:
+        await owner.close()
 
 
 async def _one_off(settings) -> None:

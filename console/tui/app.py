@@ -50,10 +50,11 @@ class MainScreen(Screen):
 
     BINDINGS = [
         Binding("c", "app.close_position", "Close"),
-        Binding("p", "app.pause", "Pause/resume"),
+        Binding("p", "app.pause", "Pause"),
         Binding("H", "app.halt", "Halt"),
         Binding("a", "app.audit", "Audit"),
-        Binding("s", "app.sort", "Sort"),
+        Binding("s", "app.sort", "Sort", show=False),
+        Binding("r", "app.rollout", "Rollout"),
         Binding("S", "app.reverse", "Reverse sort", show=False),
         Binding("question_mark", "app.help", "Help"),
         Binding("q", "app.quit", "Quit"),
@@ -543,6 +544,27 @@ class BotctlApp(App):
             screen.show("Audit clean", f"{events} journal events replayed in {took:.1f} s; every invariant holds.")
             self.events.add([(f"audit clean: {events} journal events replayed", "green")])
 
+    def action_rollout(self) -> None:
+        """The staged-rollout checklist, measured from the database like `botctl rollout check`."""
+        if self.engine is None:
+            return
+        screen = InfoScreen("Rollout", "measuring the evidence and running the audit…")
+        self.push_screen(screen)
+        self._rollout(screen)
+
+    @work(group="rollout", exclusive=True, exit_on_error=False)
+    async def _rollout(self, screen: InfoScreen) -> None:
+        from engine.kernel import DB_NAME
+
+        db = Path(self.settings.home) / DB_NAME
+        try:
+            title, body, ready = await asyncio.to_thread(rollout_text, db, self.engine.book.policy,
+                                                         self.engine.book.meta.get("stage"), self.settings)
+        except Exception as exc:
+            screen.show("Rollout: could not measure", f"{type(exc).__name__}: {exc}", danger=True)
+            return
+        screen.show(title, body)
+
     def action_help(self) -> None:
         self.push_screen(InfoScreen("Keys", HELP))
 
@@ -633,9 +655,37 @@ class BotctlApp(App):
         yield SystemCommand("Pause / resume", "Pause trading (exits only) or resume it", self.action_pause)
         yield SystemCommand("Halt", "Halt trading: nothing automatic (type HALT to confirm)", self.action_halt)
         yield SystemCommand("Audit", "Replay the journal and check every invariant", self.action_audit)
+        yield SystemCommand("Rollout checklist", "The stage's promotion checklist, measured from the database",
+                            self.action_rollout)
         yield SystemCommand("Sort positions", "Sort the positions by the next column", self.action_sort)
         yield SystemCommand("Help", "The keys", self.action_help)
         yield from super().get_system_commands(screen)
+
+
+def rollout_text(db: Path, policy, stage_name: str, settings) -> tuple[str, Text, bool]:
+    """The checklist as the screen shows it (runs in a thread: it reads and audits)."""
+    from engine.rollout import checklist, evidence_of
+    from engine.stages import stage
+
+    current = stage(stage_name)
+    ev = evidence_of(db, policy, current.name)
+    items = checklist(current, ev, settings.rollout.min_hours, settings.rollout.min_trades)
+    body = Text()
+    if current.next is None:
+        body.append("The last stage: nothing to promote to.\n")
+        return f"Rollout: stage {current.name}", body, True
+    done = sum(1 for i in items if i.ok)
+    for item in items:
+        body.append(" ok  " if item.ok else " MISS ", "green" if item.ok else "bold red")
+        body.append(f"{item.label}: {item.have}")
+        if not item.ok:
+            body.append(f"  (needs {item.need})", "dim")
+        body.append("\n")
+    body.append(f"\nEvidence counts on {ev.network} only. Attest with `botctl rollout attest KEY`; "
+                f"run drills with `botctl drill KIND` (with the console closed); promote with "
+                f"`botctl rollout promote`.", "dim")
+    ready = done == len(items)
+    return f"Rollout: {current.name} -> {current.next}, {done}/{len(items)} done", body, ready
 
 
 def run_audit(db: Path, policy) -> tuple[list[str], int]:

@@ -151,6 +151,7 @@ c        close the selected position (asks first)
 p        pause (exits only) / resume; resuming from a halt asks for RESUME
 H        halt: nothing automatic; asks for HALT
 a        run the audit (replays the journal, checks every invariant)
+r        the rollout checklist of the stage (evidence from the database)
 s / S    sort positions by the next column / reverse the order
 up/down  select a position; Tab moves between panels
 ctrl+p   command palette (the same operator commands)

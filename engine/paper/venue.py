@@ -152,6 +152,22 @@ class PaperVenue:
         rows = self._conn.execute("SELECT key, value FROM meta WHERE key LIKE 'genesis:%'").fetchall()
         return {tuple(key.split(":")[1:]): int(value) for key, value in rows}
 
+    @staticmethod
+    def stored_now_ms(path: Path) -> int | None:
+        """The venue's clock as last committed, read-only (None: no venue yet)."""
+        if not Path(path).exists():
+            return None
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=5)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('height', 'genesis_ms')").fetchall())
+        except sqlite3.Error:
+            return None
+        finally:
+            conn.close()
+        if len(meta) < 2:
+            return None
+        return int(meta["genesis_ms"]) + int(meta["height"]) * BLOCK_MS
+
     def now_ms(self, height: int | None = None) -> int:
         return self.genesis_ms + (self.height if height is None else height) * BLOCK_MS
 

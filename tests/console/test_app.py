@@ -179,11 +179,26 @@ async def test_audit_shows_a_clean_result(engine):
         assert not isinstance(app.screen, InfoScreen)
 
 
+async def test_r_shows_the_rollout_checklist_measured_from_the_database(engine):
+    app = BotctlApp(engine=engine, run_engine=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert isinstance(app.screen, InfoScreen)
+        title = str(app.screen.query_one("#dialog-title").render())
+        assert title.startswith("Rollout: paper -> testnet,") and "done" in title
+        body = str(app.screen.query_one("#dialog-body").render())
+        assert "round trips closed on paper" in body and "MISS" in body and "drill crash" in body
+        await pilot.press("escape")
+        assert not isinstance(app.screen, InfoScreen)
+
+
 async def test_command_palette_offers_the_operator_commands(engine):
     app = BotctlApp(engine=engine, run_engine=False)
     async with app.run_test(size=SIZE):
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for wanted in ("Close position", "Pause / resume", "Halt", "Audit", "Quit", "Help"):
+        for wanted in ("Close position", "Pause / resume", "Halt", "Audit", "Rollout checklist", "Quit", "Help"):
             assert wanted in titles
 
 

@@ -1,0 +1,176 @@
+"""The staged rollout through the real CLI: evidence comes from real paper runs and drills only.
+
+One long test walks paper -> testnet the way an operator would (about a minute: a 24-hour
+simulated paper run, unpaced). The others are quick refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chains.evm_tester import serve
+
+FAST = {"BOTCTL_SYNCHRONOUS": "NORMAL"}  # the long run's commits need not reach the platter here
+
+
+def check(botctl) -> tuple[int, dict]:
+    out = botctl("rollout", "check", "--json")
+    return out.returncode, json.loads(out.stdout)
+
+
+def missing_keys(summary: dict) -> set[str]:
+    return {item["key"] for item in summary["items"] if not item["ok"]}
+
+
+@pytest.mark.slow
+def test_promotion_rests_on_evidence_from_real_runs_and_drills(botctl, home, tmp_path):
+    # A short run: some trades, far from 24 hours.
+    assert botctl("run", "--duration", "600", "--seed", "5", env=FAST).returncode == 0
+    code, summary = check(botctl)
+    assert code == 1 and summary["stage"] == "paper" and summary["next"] == "testnet"
+    assert missing_keys(summary) == {"trades", "hours", "drill:failure", "drill:crash", "drill:halt", "attest:logs"}
+    refused = botctl("rollout", "promote", "--yes")
+    assert refused.returncode == 1
+    err = refused.stderr.strip()
+    assert err.startswith("error: promotion to testnet refused, missing:") and len(err.splitlines()) == 1
+    for named in ("round trips closed on paper", "hours run on paper", "drill failure", "drill crash",
+                  "drill halt", "logs:"):
+        assert named in err
+    assert json.loads(botctl("status", "--json").stdout)["stage"] == "paper"
+
+    # The long run (24 simulated hours, no loss breaker so that it keeps trading); the operator
+    # attests from another terminal while it runs: the running engine records it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update(BOTCTL_HOME=str(home), BOTCTL_PAPER__SPEED="0", BOTCTL_MAX_CONSECUTIVE_LOSSES="0", **FAST)
+    run = subprocess.Popen([sys.executable, "-m", "console.cli", "run", "--duration", "86400"], env=env,
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while json.loads(botctl("status", "--json").stdout)["owner"] is None:
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.1)
+        attested = botctl("rollout", "attest", "logs", "--yes", "--json")
+        assert attested.returncode == 0, attested.stderr
+        assert json.loads(attested.stdout)["state"] == "done"
+        assert run.wait(timeout=400) == 0, run.stderr.read()
+    finally:
+        if run.poll() is None:
+            run.kill()
+    code, summary = check(botctl)
+    assert missing_keys(summary) == {"drill:failure", "drill:crash", "drill:halt"}
+    assert summary["evidence"]["trades"] >= 100 and float(summary["evidence"]["hours"]) >= 24
+    who = summary["evidence"]["attestations"]["logs"]["by"]
+    assert "@" in who and "pid" in who  # who attested, from which host and process
+
+    # Each drill in paper mode: passes, leaves the audit clean, is recorded.
+    for kind in ("failure", "crash", "halt"):
+        out = botctl("drill", kind)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"drill {kind} passed" in out.stdout
+        assert botctl("audit").returncode == 0
+        _code, summary = check(botctl)
+        assert f"drill:{kind}" not in missing_keys(summary)
+    code, summary = check(botctl)
+    assert code == 0 and summary["ready"] and summary["missing"] == []
+
+    promoted = botctl("rollout", "promote", "--yes")
+    assert promoted.returncode == 0, promoted.stderr
+    assert "stage paper -> testnet" in promoted.stdout
+    assert json.loads(botctl("status", "--json").stdout)["stage"] == "testnet"
+
+    # The testnet stage's own checklist starts empty: paper evidence does not count there.
+    code, summary = check(botctl)
+    assert code == 1 and summary["stage"] == "testnet" and summary["evidence"]["trades"] == 0
+    # Its profile trades test networks: with none configured it says what to do; paper still runs.
+    live = botctl("run", "--duration", "5")
+    assert live.returncode == 2 and "mode live needs chains" in live.stderr
+    assert botctl("run", "--duration", "20", "--profile", "paper").returncode == 0
+    code, summary = check(botctl)
+    assert summary["evidence"]["trades"] == 0  # paper trades in the testnet stage are not testnet evidence
+
+    # Demotion needs no evidence, and the paper stage's tighter ceilings apply again.
+    demoted = botctl("rollout", "demote", "--reason", "drill the way back")
+    assert demoted.returncode == 0 and "stage testnet -> paper" in demoted.stdout
+    assert json.loads(botctl("status", "--json").stdout)["stage"] == "paper"
+    assert botctl("audit").returncode == 0
+    history = botctl("history", "--commands", "--json")
+    commands = [row["command"] for row in json.loads(history.stdout)]
+    assert {"attest", "promote", "demote"} <= set(commands)
+
+
+def test_promote_on_a_fresh_book_names_everything_missing(botctl):
+    assert botctl("run", "--duration", "30", "--seed", "2").returncode == 0
+    out = botctl("rollout", "promote", "--yes")
+    assert out.returncode == 1 and "promotion to testnet refused, missing:" in out.stderr
+    human = botctl("rollout", "status")
+    assert human.returncode == 0 and "[MISS] round trips closed on paper" in human.stdout
+    assert botctl("rollout", "check").returncode == 1
+
+
+def test_a_profile_looser_than_the_stage_is_refused(botctl):
+    assert botctl("run", "--duration", "5").returncode == 0
+    out = botctl("run", "--duration", "5", "--profile", "soft-launch")
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: stage is paper: promote first") and len(out.stderr.splitlines()) == 1
+
+
+def test_a_config_beyond_the_ceiling_is_refused_with_nothing_written(botctl, home):
+    home.mkdir(mode=0o700)
+    (home / "config.toml").write_text('max_position_usd = "150"\n')
+    out = botctl("run", "--duration", "5")
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: BOTCTL_MAX_POSITION_USD=150 exceeds the paper ceiling 100"
+    assert not (home / "botctl.db").exists()
+
+
+def test_attest_and_drill_refuse_bad_input(botctl):
+    assert botctl("run", "--duration", "5").returncode == 0
+    out = botctl("rollout", "attest", "nonsense", "--yes")
+    assert out.returncode == 1 and "asks no attestation 'nonsense' (it asks: logs)" in out.stderr
+    out = botctl("drill", "flood")
+    assert out.returncode == 2 and "unknown drill 'flood'" in out.stderr
+    out = botctl("rollout", "demote")
+    assert out.returncode == 1 and "first stage" in out.stderr
+
+
+def test_a_drill_refuses_while_another_process_owns_the_book(botctl, home, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update(BOTCTL_HOME=str(home), BOTCTL_PAPER__SPEED="1")
+    run = subprocess.Popen([sys.executable, "-m", "console.cli", "run"], env=env, cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (home / "botctl.db").exists() or \
+                json.loads(botctl("status", "--json").stdout or "{}").get("owner") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        out = botctl("drill", "failure")
+        assert out.returncode == 1 and "stop it first" in out.stderr
+    finally:
+        run.terminate()
+        run.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- network guards
+
+
+def test_doctor_reports_each_check_and_a_mainnet_endpoint(botctl, home):
+    assert botctl("run", "--duration", "5").returncode == 0
+    ok = botctl("doctor")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for check_name in ("settings", "home", "stage", "database", "lock", "keys", "endpoints"):
+        assert any(line.split()[1] == check_name for line in ok.stdout.splitlines() if line.startswith("ok"))
+    with serve(chain_id=1) as url:
+        (home / "config.toml").write_text(f'[chains.base]\nkind = "evm"\nrpc_url = "{url}"\nchain_id = 1\n')
+        out = botctl("doctor", "--json")
+    assert out.returncode == 1
+    report = {c["check"]: c for c in json.loads(out.stdout)["checks"]}
+    assert not report["chains.base"]["ok"]
+    assert report["chains.base"]["detail"] == \
+        "the endpoint is chain id 1 (Ethereum mainnet), a mainnet network; stage paper trades on paper only"
+    assert report["key base"]["detail"] == "no keystore configured"

@@ -1,0 +1,72 @@
+"""Network guards: a testnet stage never trades a mainnet, whatever the config says."""
+
+from __future__ import annotations
+
+import pytest
+
+from chains.evm_tester import serve
+from engine.guards import classify_evm, classify_solana, live_mode, live_problems, network_problems
+from engine.settings import Settings, SettingsError
+from engine.stages import stage
+
+
+def live_settings(tmp_path, profile: str, **chain) -> Settings:
+    return Settings(home=tmp_path, profile=profile, mode="live", chains={"base": {"kind": "evm", **chain}})
+
+
+async def test_testnet_stage_refuses_an_endpoint_that_is_mainnet(tmp_path):
+    with serve(chain_id=1) as url:  # the in-process EVM, told it is Ethereum mainnet
+        settings = live_settings(tmp_path, "testnet", rpc_url=url)
+        with pytest.raises(SettingsError) as info:
+            await live_mode(settings)
+    assert str(info.value) == ("chains.base: the endpoint is chain id 1 (Ethereum mainnet), a mainnet network; "
+                               "stage testnet trades on paper and testnet only")
+
+
+async def test_testnet_stage_refuses_a_config_that_claims_a_testnet_id_for_a_mainnet(tmp_path):
+    with serve(chain_id=8453) as url:
+        settings = live_settings(tmp_path, "testnet", rpc_url=url, chain_id=84532)
+        with pytest.raises(SettingsError, match=r"Base\), a mainnet network.*\(and 1 more\)"):
+            await live_mode(settings)
+
+
+async def test_testnet_stage_accepts_a_test_network_and_then_says_live_is_not_built(tmp_path):
+    with serve(chain_id=11155111) as url:  # Sepolia
+        settings = live_settings(tmp_path, "testnet", rpc_url=url, chain_id=11155111)
+        with pytest.raises(SettingsError, match="executors are not in this version"):
+            await live_mode(settings)
+
+
+async def test_an_unreachable_endpoint_is_named_without_its_credentials(tmp_path):
+    settings = live_settings(tmp_path, "testnet", rpc_url="http://user:secret@127.0.0.1:9/rpc?key=k")
+    with pytest.raises(SettingsError) as info:
+        await live_mode(settings)
+    assert "http://127.0.0.1:9/rpc unreachable" in str(info.value)
+    assert "secret" not in str(info.value) and "key=k" not in str(info.value)
+
+
+@pytest.mark.parametrize("chain_id, network", [(1, "mainnet"), (8453, "mainnet"), (11155111, "testnet"),
+                                               (31337, "testnet"), (424242, "mainnet")])
+def test_evm_networks_are_testnet_only_when_known_to_be(chain_id, network):
+    assert classify_evm(chain_id).network == network
+
+
+@pytest.mark.parametrize("genesis, url, network", [
+    ("5eykt4UsFv8P8NJdTREpY1vzqKqZKvdpKuc147dw2N9d", "http://127.0.0.1:8899", "mainnet"),
+    ("EtWTRABZaYq6iMfeYKouRu166VU2xqa1wcaWoxPkrZBG", "https://api.devnet.solana.com", "testnet"),
+    ("SomeLocalGenesis1111111111111111111111111111", "http://127.0.0.1:8899", "testnet"),
+    ("SomeLocalGenesis1111111111111111111111111111", "https://rpc.example.com", "mainnet"),
+])
+def test_solana_networks_by_genesis_hash(genesis, url, network):
+    assert classify_solana(genesis, url).network == network
+
+
+def test_live_funds_need_a_stage_that_allows_them_and_keys_when_dry_run_is_off(tmp_path):
+    mainnet = {"base": classify_evm(8453)}
+    settings = Settings(home=tmp_path, profile="testnet", mode="live", dry_run=False)
+    assert live_problems(stage("testnet"), settings, mainnet, {"base": None}) == [
+        "stage testnet does not allow live funds (promote with botctl rollout)"]
+    assert live_problems(stage("soft-launch"), settings, mainnet, {"base": "no keystore configured"}) == [
+        "chains.base: no keystore configured"]
+    assert live_problems(stage("soft-launch"), settings, mainnet, {"base": None}) == []
+    assert network_problems(stage("soft-launch"), mainnet, {"base": 8453}) == []

@@ -148,6 +148,7 @@ class Policy:
     chains: dict[str, ChainPolicy] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     live: bool = False  # executors that move real funds (never in paper mode)
+    ceiling: Any = None  # replaces the stage's ceiling (engine.stages.Ceiling): load benchmarks only
 
 
 # --------------------------------------------------------------------------- tables

@@ -140,11 +140,15 @@ def _safe(url: str | None) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-async def live_mode(settings) -> None:
-    """Mode live: refuse, with the first reason, anything the stage or the endpoints forbid.
+def live_funds(settings) -> bool:
+    """Would this start move real (mainnet) funds? Then the console asks for a typed confirmation."""
+    from engine.stages import stage
 
-    The live EVM and Solana executors come next (through engine/executors/base.py); until
-    they land, a start in live mode that passes every guard still stops, saying so."""
+    return settings.mode == "live" and not settings.dry_run and stage(settings.profile).live_funds
+
+
+async def check_live(settings) -> None:
+    """Mode live: refuse, with the first reason, anything the stage or the endpoints forbid."""
     import asyncio
 
     from engine.settings import SettingsError
@@ -162,5 +166,13 @@ async def live_mode(settings) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SettingsError(problems[0] + more)
+
+
+async def live_mode(settings) -> None:
+    """The guards, then the executors. The live EVM and Solana executors come next (through
+    engine/executors/base.py); until they land, a live start that passes every guard stops here."""
+    from engine.settings import SettingsError
+
+    await check_live(settings)
     raise SettingsError("mode live: the EVM and Solana executors are not in this version; "
                         "run paper (--profile paper) meanwhile")

@@ -85,7 +85,7 @@ def _driver_point(point: str) -> None:
     crash_point(f"exit_{name}" if intent == "exit" else name)
 
 
-def policy_for(settings: Settings, market: dict | None = None) -> Policy:
+def policy_for(settings: Settings, market: dict | None = None, ceiling=None) -> Policy:
     chains = {name: chain.policy() for name, chain in (market or CHAINS).items()}
     limits = Limits(
         max_position=settings.max_position_usd,
@@ -96,7 +96,7 @@ def policy_for(settings: Settings, market: dict | None = None) -> Policy:
         cooldown_ms=settings.cooldown_s * 1000,
         max_consecutive_losses=settings.max_consecutive_losses,
     )
-    return Policy(chains, limits)
+    return Policy(chains, limits, ceiling=ceiling)
 
 
 @dataclass
@@ -278,10 +278,11 @@ class Engine:
 
 
 async def build(settings: Settings, signals: str | None = None, command: str = "botctl run",
-                market: dict | None = None) -> Engine:
+                market: dict | None = None, ceiling=None) -> Engine:
     """The engine, owning the book (raises storage.owner.OwnerBusy if another process does).
 
-    `market` replaces the simulated market's chains and tokens (benchmarks use thousands)."""
+    `market` replaces the simulated market's chains and tokens, and `ceiling` the stage's
+    ceiling (load benchmarks use thousands of tokens and positions; nothing else sets these)."""
     from engine.stages import StageError, check_settings
 
     if settings.mode != "paper":
@@ -290,7 +291,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         await live_mode(settings)  # raises SettingsError with the first reason it cannot start
     market = market or CHAINS
     home = ensure_home(settings.home)
-    policy = policy_for(settings, market)
+    policy = policy_for(settings, market, ceiling)
     ownership = acquire(home, command)
     try:
         writer = await Writer(home / DB_NAME, settings.synchronous).open()
@@ -300,7 +301,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     try:
         book = await writer.run(load_book, writer.query, policy)
         try:
-            check_settings(settings, book.meta.get("stage"))  # under the lock: the stage cannot move now
+            check_settings(settings, book.meta.get("stage"), ceiling)  # under the lock: the stage cannot move
         except StageError as exc:
             raise SettingsError(str(exc)) from None
         p = settings.paper

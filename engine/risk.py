@@ -12,16 +12,15 @@ from decimal import Decimal
 from engine.book import Book
 from engine.messages import ReserveEntry, TradingState
 from engine.money import from_units, to_units
+from engine.stages import Stage, stage
 
 
 class Denied(Exception):
     """Raised inside the pure rules only; the decider turns it into a denial event."""
 
 
-def stage_of(book: Book):
+def stage_of(book: Book) -> Stage:
     """The stored stage's ceilings (the shipped profiles' figures: no config loosens them)."""
-    from engine.stages import stage
-
     return stage(book.meta.get("stage"))
 
 
@@ -46,11 +45,12 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
         raise Denied(f"unknown chain {cmd.chain!r}")
     if limits.allowed_chains is not None and cmd.chain not in limits.allowed_chains:
         raise Denied(f"chain {cmd.chain} is not allowed at this stage")
-    stage = stage_of(book)
-    if book.policy.live and not stage.live_funds:
-        raise Denied(f"stage {stage.name} does not allow live funds")
-    if chain.kind not in stage.ceiling.chain_kinds:
-        raise Denied(f"stage {stage.name} allows {' and '.join(stage.ceiling.chain_kinds)} chains only, "
+    current = stage_of(book)
+    if book.policy.live and not current.live_funds:
+        raise Denied(f"stage {current.name} does not allow live funds")
+    ceiling = book.policy.ceiling or current.ceiling
+    if chain.kind not in ceiling.chain_kinds:
+        raise Denied(f"stage {current.name} allows {' and '.join(ceiling.chain_kinds)} chains only, "
                      f"not {cmd.chain} ({chain.kind})")
     if chain.tokens and cmd.token not in chain.tokens:
         raise Denied(f"token {cmd.token} is not on the {cmd.chain} allow-list")
@@ -71,7 +71,6 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
 
     qd = chain.quote_decimals
     cash = book.balance(cmd.chain, "quote", "cash")
-    ceiling = stage.ceiling
     max_position = to_units(limits.max_position, qd)
     stage_max = to_units(ceiling.max_position_usd, qd) if ceiling.max_position_usd is not None else None
     at_risk = exposure(book)
@@ -84,10 +83,10 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
         if amount > max_position:
             raise Denied(f"size {from_units(amount, qd)} exceeds max position {limits.max_position}")
         if stage_max is not None and amount > stage_max:
-            raise Denied(f"size {from_units(amount, qd)} exceeds the {stage.name} stage ceiling of "
+            raise Denied(f"size {from_units(amount, qd)} exceeds the {current.name} stage ceiling of "
                          f"{ceiling.max_position_usd} per position")
         if stage_room is not None and amount > stage_room:
-            raise Denied(f"size {from_units(amount, qd)} exceeds the {stage.name} stage's capital room "
+            raise Denied(f"size {from_units(amount, qd)} exceeds the {current.name} stage's capital room "
                          f"{from_units(max(stage_room, 0), qd)} (capital {ceiling.capital_usd})")
         if amount > room:
             raise Denied(f"size {from_units(amount, qd)} exceeds exposure room {from_units(max(room, 0), qd)}")

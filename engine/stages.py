@@ -28,6 +28,8 @@ class StageError(Exception):
 
 @dataclass(frozen=True)
 class Ceiling:
+    """None: no ceiling on that setting."""
+
     dry_run: bool | None = None  # True: dry run must stay on
     max_slippage_bps: int | None = None
     max_gas_price_gwei: int | None = None
@@ -162,8 +164,9 @@ def breaches(settings, ceiling: Ceiling, stage_name: str) -> list[str]:
     return out
 
 
-def check_settings(settings, stored: str | None) -> None:
-    """Refuse settings beyond the profile's ceiling, or a profile looser than the stored stage."""
+def check_settings(settings, stored: str | None, ceiling: Ceiling | None = None) -> None:
+    """Refuse settings beyond the profile's ceiling (or `ceiling`, which replaces it: load
+    benchmarks only), or a profile looser than the stored stage."""
     profile = settings.profile
     stored = stored or ORDER[0]  # no book yet: it will begin at the first stage
     if looser(profile, stored):
@@ -172,7 +175,7 @@ def check_settings(settings, stored: str | None) -> None:
     current = stage(profile)
     if settings.mode == "paper" and "paper" not in current.networks:
         raise StageError(f"profile {profile} does not run paper mode")
-    problems = breaches(settings, current.ceiling, profile)
+    problems = breaches(settings, ceiling or current.ceiling, profile)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StageError(problems[0] + more)

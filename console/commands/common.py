@@ -23,3 +23,24 @@ def context():
 def command_line() -> str:
     """How this process names itself as the owner of the book."""
     return " ".join(["botctl", *sys.argv[1:]])[:200]
+
+
+def confirm_live(settings) -> None:
+    """Live funds: every guard first (a refusal is not a question), then the word LIVE, typed on a
+    terminal. Nothing else starts an engine that moves real money."""
+    import asyncio
+
+    from engine.guards import check_live, live_funds
+
+    if not live_funds(settings):
+        return
+    asyncio.run(check_live(settings))
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise Failed("live funds need a typed confirmation: start botctl from a terminal")
+    import typer
+
+    chains = ", ".join(sorted(settings.chains))
+    typed = typer.prompt(f"this start trades REAL funds on {chains} (stage {settings.profile}, dry run off); "
+                         "type LIVE to go on")
+    if typed.strip() != "LIVE":
+        raise Failed("not started: confirmation not typed")

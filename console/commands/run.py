@@ -9,7 +9,7 @@ import time
 
 import typer
 
-from console.commands.common import command_line
+from console.commands.common import command_line, confirm_live
 from console.output import money
 
 
@@ -53,6 +53,7 @@ def run_command(
     settings = load_settings(**overrides)
     if seed is not None:
         settings = settings.model_copy(update={"paper": settings.paper.model_copy(update={"seed": seed})})
+    confirm_live(settings)
     asyncio.run(_run(settings, duration, signals))
 
 

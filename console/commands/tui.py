@@ -22,6 +22,9 @@ def tui_command(
         settings = settings.model_copy(update={"paper": settings.paper.model_copy(update={"seed": seed})})
     if signals == "-":
         raise Usage("tui reads the keyboard from the terminal: give --signals a file, not stdin")
+    from console.commands.common import confirm_live
+
+    confirm_live(settings)
     logs.setup(ensure_home(settings.home))
 
     from console.tui.app import BotctlApp

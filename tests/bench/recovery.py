@@ -63,7 +63,8 @@ import engine.kernel as kernel  # noqa: E402
 from engine.executors.paper import Faults  # noqa: E402
 from engine.messages import MarkPrices, PricesMarked, ReserveEntry  # noqa: E402
 from engine.paper.market import BASE, SOLANA, PaperChain, PaperToken, _address  # noqa: E402
-from engine.settings import load_settings  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.stages import Ceiling  # noqa: E402
 
 _T_IMPORTED = time.time()
 
@@ -99,8 +100,13 @@ def make_market(tokens_per_chain: int) -> dict[str, PaperChain]:
     return market
 
 
+# A load benchmark opens 10,000 positions: far beyond any stage's ceiling, by design. Its settings
+# are built without a profile, and the engine is told this ceiling instead of the stage's.
+UNBOUNDED = Ceiling(chain_kinds=("evm", "solana"))
+
+
 def make_settings(home: Path):
-    return load_settings(
+    return Settings(
         home=home,
         max_position_usd=Decimal(50),
         default_position_usd=Decimal(25),
@@ -358,7 +364,7 @@ async def build_state(home: Path, sizes: dict, pad: str) -> dict:
     market = make_market(sizes["tokens"])
     settings = make_settings(home)
     info: dict = {}
-    engine = await kernel.build(settings, market=market)
+    engine = await kernel.build(settings, market=market, ceiling=UNBOUNDED)
     try:
         speed_up_venue_reads(engine)
         t = time.perf_counter()
@@ -430,7 +436,7 @@ def restart_child(home: Path, tokens: int, profile: bool) -> None:
 
     async def go():
         t = time.perf_counter()
-        engine = await kernel.build(settings, market=market)
+        engine = await kernel.build(settings, market=market, ceiling=UNBOUNDED)
         phases["build"] = time.perf_counter() - t
         ready = time.time()
         rec = engine.last_reconciliation
@@ -551,7 +557,7 @@ def audit_db(db: Path, market: dict) -> tuple[list[str], float]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         t = time.perf_counter()
-        problems = audit(lambda sql: conn.execute(sql).fetchall(), kernel.policy_for(make_settings(db.parent), market))
+        problems = audit(lambda sql: conn.execute(sql).fetchall(), kernel.policy_for(make_settings(db.parent), market, UNBOUNDED))
         return problems, time.perf_counter() - t
     finally:
         conn.close()

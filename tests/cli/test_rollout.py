@@ -174,3 +174,94 @@ def test_doctor_reports_each_check_and_a_mainnet_endpoint(botctl, home):
     assert report["chains.base"]["detail"] == \
         "the endpoint is chain id 1 (Ethereum mainnet), a mainnet network; stage paper trades on paper only"
     assert report["key base"]["detail"] == "no keystore configured"
+
+
+def converse(home, args: list[str], answers: list[str], extra: dict | None = None) -> tuple[int, str]:
+    """Run botctl on a pseudo-terminal, answering each prompt (a line ending in ': ') in turn."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update(BOTCTL_HOME=str(home), BOTCTL_PAPER__SPEED="0", **(extra or {}))
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(sys.executable, [sys.executable, "-m", "console.cli", *args], env)
+    shown, pending = b"", list(answers)
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if pending and shown.rstrip(b" ").endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\r")
+    _pid, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+
+
+def test_the_wizard_walks_the_checklist_and_records_what_the_operator_does(botctl, home):
+    assert botctl("run", "--duration", "120", "--seed", "3").returncode == 0
+    # drills in checklist order: failure (yes), crash (no), halt (no); then the attestation (yes)
+    code, shown = converse(home, ["rollout"], ["y", "n", "n", "y"])
+    assert code == 0, shown
+    assert "stage paper (staging) -> testnet: 2/8 done" in shown  # consistency and audit, before
+    assert "drill failure passed" in shown and "attested for paper: logs" in shown
+    assert "4/8 done" in shown and "4 item(s) still missing" in shown  # progress after
+    _code, summary = check(botctl)
+    assert missing_keys(summary) == {"trades", "hours", "drill:crash", "drill:halt"}
+
+
+# --------------------------------------------------------------------------- live funds at start
+
+
+def put_book_in_stage(home, name: str) -> None:
+    """Move a book's stage through the engine's own commands, evidence taken as given.
+
+    A test seam, used only to reach a live-funds stage (whose evidence needs live executors that
+    do not exist yet): the promotion path itself is tested above with real evidence."""
+    import asyncio
+
+    from engine.kernel import open_book
+    from engine.messages import ChangeStage
+    from engine.settings import load_settings
+    from engine.stages import ORDER
+
+    async def go():
+        owner = await open_book(load_settings(home=home, profile="paper"), "test")
+        try:
+            for previous, following in zip(ORDER, ORDER[1:ORDER.index(name) + 1]):
+                result = await owner.sequencer.submit(ChangeStage(following, previous, (), "{}", "test", owner.now()))
+                assert result.accepted, result.reason
+        finally:
+            await owner.close()
+
+    asyncio.run(go())
+
+
+def test_live_funds_need_every_guard_then_the_word_live_on_a_terminal(botctl, home, tmp_path):
+    from chains.solana_stub import serve as solana
+
+    assert botctl("run", "--duration", "5").returncode == 0
+    put_book_in_stage(home, "soft-launch")
+    keypair = home / "keys" / "solana.json"
+    keypair.parent.mkdir(mode=0o700)
+    keypair.write_text(json.dumps(list(range(64))))
+    keypair.chmod(0o644)
+    live = {"BOTCTL_PROFILE": "soft-launch", "BOTCTL_DRY_RUN": "false"}
+    with solana() as url:  # answers with mainnet-beta's genesis hash
+        (home / "config.toml").write_text(
+            f'[chains.solana]\nkind = "solana"\nrpc_url = "{url}"\nkeypair = "keys/solana.json"\n')
+        out = botctl("run", "--duration", "5", env=live)
+        assert out.returncode == 2 and f"keypair {keypair} is readable by others (chmod 600" in out.stderr
+        keypair.chmod(0o600)
+        out = botctl("run", "--duration", "5", env=live)
+        assert out.returncode == 1
+        assert out.stderr.strip() == "error: live funds need a typed confirmation: start botctl from a terminal"
+        code, shown = converse(home, ["run", "--duration", "5"], ["yes"], live)
+        assert code == 1 and "type LIVE to go on" in shown and "not started" in shown
+        code, shown = converse(home, ["run", "--duration", "5"], ["LIVE"], live)
+        assert code == 2 and "executors are not in this version" in shown
+        # A dry run needs no confirmation (and no keys): nothing would move.
+        out = botctl("run", "--duration", "5", env={"BOTCTL_PROFILE": "soft-launch"})
+        assert out.returncode == 2 and "executors are not in this version" in out.stderr

@@ -156,8 +156,8 @@ async def check_live(settings) -> None:
 
     current = stage(settings.profile)
     if not settings.chains:
-        raise SettingsError(f"mode live needs chains: configure [chains.<name>] (see .env.example), "
-                            f"or run paper (--profile paper)")
+        raise SettingsError("mode live needs chains: configure [chains.<name>] (see .env.example), "
+                            "or run paper (--profile paper)")
     found, problems = await asyncio.to_thread(probe_all, settings)
     problems += network_problems(current, found, {n: c.chain_id for n, c in settings.chains.items()})
     keys = {name: key_problem(settings.home, chain) for name, chain in settings.chains.items()}

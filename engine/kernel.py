@@ -23,15 +23,7 @@ from typing import Callable
 from engine.book import Limits, Policy
 from engine.driver import OrderDriver
 from engine.executors.paper import Faults, PaperExecutor, VenueLink
-from engine.messages import (
-    Deposit,
-    EntryDenied,
-    MarkPrices,
-    PositionClosed,
-    PositionOpened,
-    RequestClose,
-    ReserveEntry,
-)
+from engine.messages import Deposit, EntryDenied, MarkPrices, PositionClosed, PositionOpened, RequestClose, ReserveEntry
 from engine.monitor import ExitRules, exits_due
 from engine.paper.market import CHAINS
 from engine.paper.venue import PaperVenue, VenueMismatch, VenueParams

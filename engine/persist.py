@@ -16,16 +16,7 @@ from decimal import Decimal
 from enum import Enum
 
 from engine import messages
-from engine.book import (
-    TABLES,
-    Book,
-    Fill,
-    NonceState,
-    Order,
-    Policy,
-    Position,
-    Reservation,
-)
+from engine.book import TABLES, Book, Fill, NonceState, Order, Policy, Position, Reservation
 from engine.messages import Posting, TradingState
 from storage import Tx
 

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from engine.stages import Stage, stage as stage_named
+from engine.stages import Stage
+from engine.stages import stage as stage_named
 
 EVIDENCE_KINDS = ("RunStarted", "Heartbeat", "PositionClosed", "Reconciled", "DrillRecorded",
                   "AttestationRecorded")

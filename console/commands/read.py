@@ -29,11 +29,15 @@ def status(json_out: bool = JSON) -> None:
 
     owner = current_owner(settings.home)
     owner = {"pid": owner.get("pid"), "command": owner.get("command")} if owner else None
-    data = {"mode": settings.mode, "stage": settings.profile, "dry_run": settings.dry_run, "owner": owner, **data}
+    from engine.stages import stored_stage
+
+    data = {"mode": settings.mode, "stage": stored_stage(db) or "paper", "profile": settings.profile,
+            "dry_run": settings.dry_run, "owner": owner, **data}
     if json_out:
         emit_json(data)
         return
-    print(f"mode {data['mode'].upper()}  stage {data['stage']}  trading {data['trading_state']}  "
+    running = f" (profile {data['profile']})" if data["profile"] != data["stage"] else ""
+    print(f"mode {data['mode'].upper()}  stage {data['stage']}{running}  trading {data['trading_state']}  "
           f"open positions {data['open_positions']}  orders in flight {data['orders_in_flight']}"
           + (f" ({data['orders_unknown']} unknown)" if data["orders_unknown"] else "")
           + (f"  owner pid {owner['pid']} ({owner['command']})" if owner else "  owner none"))

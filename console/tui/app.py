@@ -32,14 +32,13 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from engine.money import from_units
-
 from console.tui.dialogs import HELP, ConfirmClose, InfoScreen, QuitDialog, TypeToConfirm
 from console.tui.format import age, amount, money, price, signed
 from console.tui.header import StatusHeader
 from console.tui.messages import BookChanged, EngineReady, EngineStopped, OperatorResult
 from console.tui.model import Changes, PositionsModel, header_view, log_line
 from console.tui.panels import EventLog, NoncesPanel, OrdersPanel, PositionsPanel, ReservationsPanel
+from engine.money import from_units
 
 log = logging.getLogger("botctl.tui")
 
@@ -209,7 +208,8 @@ class BotctlApp(App):
         settled = f"{len(rec.resolved)} order(s) settled from the venue" if rec else "nothing to settle"
         differences = f", {len(rec.differences)} difference(s) to review" if rec and rec.differences else ""
         self.events.add([(f"engine ready: {len(book.positions.base)} open position(s), {settled}{differences}; "
-                          f"mode {self.settings.mode}, stage {self.settings.profile}", "bold")])
+                          f"mode {self.settings.mode}, stage {book.meta.get('stage')}, profile {self.settings.profile}",
+                          "bold")])
         self._fetch_chain_nonces()
         # The loaded book and the app are long-lived: keep the collector from re-walking them (a full
         # collection over 10,000 positions stalled the loop for 30-80 ms; after this, ~10).

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Iterable
 
+from console.tui.format import age, amount, clock_time, compact_price, money, price, short, signed
 from engine.book import Book, Order, Position, Reservation
 from engine.messages import (
     CloseDenied,
@@ -23,8 +24,8 @@ from engine.messages import (
     EntryDenied,
     EntryReserved,
     InboxAnswered,
-    NoopRequested,
     NonceFloorRaised,
+    NoopRequested,
     OrderAbandoned,
     OrderFailed,
     OrderFilled,
@@ -34,15 +35,13 @@ from engine.messages import (
     PositionClosed,
     PositionOpened,
     PricesMarked,
-    ReconciliationAccepted,
     Reconciled,
+    ReconciliationAccepted,
     TradingState,
     TradingStateChanged,
 )
 from engine.money import from_units
 from engine.monitor import marked_value
-
-from console.tui.format import age, amount, clock_time, compact_price, money, price, short, signed
 
 Cell = Any  # str | tuple[str, str]
 
@@ -269,7 +268,10 @@ STATE_NAMES = {TradingState.ACTIVE: "RUNNING", TradingState.REDUCING: "PAUSED", 
 def header_view(settings, book: Book | None, model: PositionsModel | None, phase: str,
                 height: int | None = None) -> HeaderView:
     """`phase`: "starting" / "reconciling" before the engine is up, "stopped" after it failed."""
-    mode, stage = mode_badge(settings), settings.profile
+    mode = mode_badge(settings)
+    stage = book.meta.get("stage") if book is not None else settings.profile
+    if stage != settings.profile:
+        stage = f"{stage} (running {settings.profile})"
     if book is None or model is None:
         return HeaderView(mode, stage, phase.upper(), False, height, 0, 0, 0, ())
     state = STATE_NAMES[book.trading_state] if phase == "running" else phase.upper()

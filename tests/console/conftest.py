@@ -6,23 +6,14 @@ does to a position is the only thing that happens to it; the market still moves.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import types
-from pathlib import Path
 
 import pytest
 
 from engine.kernel import build
-from engine.settings import load_settings
 
-SEED = 3
-GENESIS_S = 1_795_000_000  # the venue's genesis time, frozen for snapshots (epoch seconds)
-
-
-def make_settings(home: Path, **overrides):
-    return load_settings(home=home, paper={"speed": 0, "seed": SEED}, stop_loss_bps=0, take_profit_bps=0,
-                         max_hold_s=0, **overrides)
+from tuikit import GENESIS_S, SEED, make_settings  # noqa: F401 (fixtures below use them)
 
 
 @pytest.fixture(autouse=True)
@@ -62,17 +53,3 @@ async def seeded(tmp_path):
 async def engine(seeded):
     """A paper engine after 150 blocks: 8 open positions (seed 3), nothing in flight."""
     return await seeded(150)
-
-
-def prepare_home(home: Path, ticks: int) -> None:
-    """Build a book on disk (in a loop of its own) and let it go: an app can then open it."""
-
-    async def go():
-        engine = await build(make_settings(home))
-        try:
-            for _ in range(ticks):
-                await engine.tick()
-        finally:
-            await engine.close()
-
-    asyncio.run(go())

@@ -7,12 +7,11 @@ at once (the app otherwise coalesces repaints to one per 50 ms).
 
 from __future__ import annotations
 
-from engine.messages import EntryReserved, RequestClose, TradingState
-
 from console.tui.app import BotctlApp
 from console.tui.dialogs import ConfirmClose, InfoScreen, QuitDialog, TypeToConfirm
 from console.tui.messages import OperatorResult
 from console.tui.model import nonce_accounts
+from engine.messages import EntryReserved, RequestClose, TradingState
 
 SIZE = (120, 40)
 

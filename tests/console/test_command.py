@@ -13,7 +13,7 @@ from console.errors import Failed
 from storage import ensure_home
 from storage.owner import acquire
 
-from conftest import prepare_home
+from tuikit import prepare_home
 
 
 def test_the_command_module_does_not_import_textual():

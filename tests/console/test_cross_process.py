@@ -11,7 +11,7 @@ import pytest
 
 from console.tui.app import BotctlApp
 
-from conftest import make_settings, prepare_home
+from tuikit import make_settings, prepare_home
 
 pytestmark = pytest.mark.slow
 

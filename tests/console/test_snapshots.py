@@ -14,7 +14,7 @@ import pytest
 
 from console.tui.app import BotctlApp
 
-from conftest import GENESIS_S, make_settings, prepare_home
+from tuikit import GENESIS_S, make_settings, prepare_home
 
 BLOCKS = 150
 NOW = GENESIS_S * 1000 + (BLOCKS + 30) * 1000  # frozen: 30 s after the last block

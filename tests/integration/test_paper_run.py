@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from paperkit import audited, conservation, settle, start
 
 from engine.kernel import build
 from engine.settings import load_settings
+
+from paperkit import audited, conservation, settle, start
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from paperkit import audited, conservation, settle
 
 from engine.kernel import EngineFailed, build
 from engine.settings import load_settings
+
+from paperkit import audited, conservation, settle
 
 
 async def test_disk_io_error_mid_run_stops_cleanly_and_loses_nothing(tmp_path):

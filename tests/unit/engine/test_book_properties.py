@@ -24,6 +24,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import hypothesis.strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from engine.book import NonceState
+from engine.messages import CloseRequested, EntryReserved, OrderFilled, PositionClosed, TradingState
+
 from builders import (
     ADDRESS,
     NOW,
@@ -44,23 +50,6 @@ from builders import (
     start_engine,
     unknown,
     usd,
-)
-from hypothesis import HealthCheck, settings
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
-
-from engine.book import NonceState
-from engine.messages import (
-    CloseRequested,
-    EntryReserved,
-    OrderFilled,
-    PositionClosed,
-    TradingState,
 )
 
 CHAINS = ("base", "solana")

@@ -9,20 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from builders import (
-    broadcast,
-    close,
-    failure,
-    fill,
-    policy,
-    quote,
-    reserve,
-    sign,
-    unknown,
-    usd,
-)
-
 from engine.messages import EntryReserved, OrderFilled, PositionOpened
+
+from builders import broadcast, close, failure, fill, policy, quote, reserve, sign, unknown, usd
 
 TOKEN = 10**18
 

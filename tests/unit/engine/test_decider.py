@@ -11,6 +11,30 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
+from engine.decider import decide
+from engine.messages import (
+    CloseDenied,
+    CloseRequested,
+    CommandRejected,
+    EntryDenied,
+    EntryReserved,
+    NonceFloorRaised,
+    OrderAbandoned,
+    OrderFailed,
+    OrderFilled,
+    OrderOutcomeUnknown,
+    OrderSigned,
+    OrderSubmitted,
+    PositionClosed,
+    PositionOpened,
+    Posting,
+    PricesMarked,
+    TradingState,
+    TradingStateChanged,
+    denial,
+)
+
 from builders import (
     BASE_ADDRESS,
     FEE,
@@ -40,29 +64,6 @@ from builders import (
     unknown,
     usd,
     when,
-)
-
-from engine.decider import decide
-from engine.messages import (
-    CloseDenied,
-    CloseRequested,
-    CommandRejected,
-    EntryDenied,
-    EntryReserved,
-    NonceFloorRaised,
-    OrderAbandoned,
-    OrderFailed,
-    OrderFilled,
-    OrderOutcomeUnknown,
-    OrderSigned,
-    OrderSubmitted,
-    PositionClosed,
-    PositionOpened,
-    Posting,
-    PricesMarked,
-    TradingState,
-    TradingStateChanged,
-    denial,
 )
 
 TOKEN = 10**18  # one whole token of 18 decimals

@@ -10,6 +10,9 @@ import asyncio
 import sqlite3
 
 import pytest
+
+from engine.messages import EntryReserved, RecordSubmission
+
 from builders import (
     BASE_ADDRESS,
     broadcast,
@@ -27,8 +30,6 @@ from builders import (
     unknown,
     usd,
 )
-
-from engine.messages import EntryReserved, RecordSubmission
 
 TOKEN = 10**18
 

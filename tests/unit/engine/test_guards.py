@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from chains.evm_tester import serve
 from engine.guards import classify_evm, classify_solana, live_mode, live_problems, network_problems
 from engine.settings import Settings, SettingsError
 from engine.stages import stage
+
+from chains.evm_tester import serve
 
 
 def live_settings(tmp_path, profile: str, **chain) -> Settings:

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 
-from builders import funded, given, reserve, then_apply, usd, when
 from engine.messages import (
     AttestationRecorded,
     ChangeStage,
@@ -20,6 +19,8 @@ from engine.messages import (
 )
 from engine.settings import SettingsError, load_settings
 from engine.stages import ORDER, stage, stages
+
+from builders import funded, given, reserve, then_apply, usd, when
 
 NOW = 1_700_000_000_000
 

@@ -53,6 +53,13 @@ class DrillFailed(Exception):
     """A check inside a drill did not hold (the drill is recorded as failed with this reason)."""
 
 
+class CannotDrill(Exception):
+    """The book is not in a state to drill (not recorded: nothing was tested)."""
+
+
+CANNOT_DRILL_EXIT = 3  # the crash drill's child could not start its trade
+
+
 def free_tokens(book, now: int) -> list[tuple[str, str]]:
     """(chain, token) pairs an entry could take now: no slot, not cooling down (pure)."""
     out = []
@@ -74,8 +81,8 @@ async def _free(engine, say=lambda line: None) -> list[tuple[str, str]]:
                 say(f"waited {waited} blocks for a token to come off its cooldown")
             return free
         if waited > engine.settings.cooldown_s + 10:
-            raise DrillFailed("no free token to drill with: every token holds an open position "
-                              "(close one first)")
+            raise CannotDrill("no free token to drill with: every token holds an open position (close one "
+                              "with botctl close ID, or run `botctl drill halt`, which closes them all)")
         await engine.tick()
         waited += 1
 
@@ -97,7 +104,7 @@ async def _reserve(engine, chain: str, token: str, amount_usd) -> EntryReserved:
 def _need_active(engine) -> None:
     state = engine.book.trading_state
     if state is not TradingState.ACTIVE:
-        raise DrillFailed(f"trading is {state.value}: drills need active trading (botctl resume first)")
+        raise CannotDrill(f"trading is {state.value}: drills need active trading (botctl resume first)")
 
 
 async def _audit(engine) -> int:
@@ -182,7 +189,7 @@ async def halt(engine, say) -> str:
     book = engine.book
     prior = book.trading_state
     if prior is TradingState.HALTED:
-        raise DrillFailed("trading is already halted: resume first (botctl resume --force)")
+        raise CannotDrill("trading is already halted: resume first (botctl resume --force)")
     if not book.open_positions():
         _need_active(engine)
         chain, token = (await _free(engine, say))[0]
@@ -239,12 +246,15 @@ def spawn_crash_child(settings) -> int:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=CHILD_TIMEOUT_S)
     if proc.returncode != -signal.SIGKILL:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        if proc.returncode == CANNOT_DRILL_EXIT:
+            raise CannotDrill(tail[0].removeprefix("error: "))
         raise DrillFailed(f"the child engine exited {proc.returncode}, not killed mid-trade: {tail[0]}")
     return proc.returncode
 
 
 async def run(kind: str, settings, command: str, say=lambda line: None, by: str = "drill") -> DrillResult:
-    """Run one drill as the owner of the book and record it. Raises OwnerBusy if someone owns it."""
+    """Run one drill as the owner of the book and record it. Raises OwnerBusy if someone owns it,
+    CannotDrill (nothing recorded) if the book is not in a state to drill."""
     from engine.kernel import build
 
     steps: list[str] = []
@@ -261,12 +271,10 @@ async def run(kind: str, settings, command: str, say=lambda line: None, by: str 
         try:
             await engine.settle()
             _need_active(engine)
+            await _free(engine)
             first_new = engine.book.meta.get("next_position")
-        except DrillFailed as exc:
-            await _record(engine, kind, False, str(exc), by)
+        finally:
             await engine.close()
-            return DrillResult(kind, False, str(exc), steps)
-        await engine.close()
         try:
             await asyncio.to_thread(spawn_crash_child, settings)
             note("the child engine broadcast an entry and was killed (SIGKILL) before recording its outcome")
@@ -338,6 +346,9 @@ def _child_main() -> int:
 
     try:
         asyncio.run(go())
+    except CannotDrill as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return CANNOT_DRILL_EXIT
     except Exception as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1

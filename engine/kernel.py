@@ -175,11 +175,11 @@ class Engine:
         await self.sequencer.submit(StartRun(self.run_id, self.settings.mode, self.network, command, now))
         self._last_beat = now
 
-    async def _beat(self, now: int) -> None:
+    async def _beat(self, now: int, last: bool = False) -> None:
         """A heartbeat every engine minute: hours run in a stage are measured from these."""
         from engine.messages import Beat
 
-        if self._last_beat is not None and now - self._last_beat >= HEARTBEAT_MS:
+        if self._last_beat is not None and (now - self._last_beat >= HEARTBEAT_MS or (last and now > self._last_beat)):
             self._last_beat = now
             await self.sequencer.submit(Beat(self.run_id, now))
 
@@ -256,6 +256,7 @@ class Engine:
                         pass
             else:
                 await asyncio.sleep(0)
+        await self._beat(self.now(), last=True)  # a clean stop: the hours run up to now count
 
     async def close(self) -> None:
         try:

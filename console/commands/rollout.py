@@ -179,7 +179,7 @@ def _wizard() -> None:
                 try:
                     drill(kind, yes=False, json_out=False)
                 except Failed as exc:
-                    print(f"drill {kind}: {exc}")
+                    print(str(exc))
         else:
             print(f"\n{item.label}: {item.have}; needs {item.need} - that comes from running the engine "
                   f"(botctl run / botctl tui)")
@@ -224,6 +224,8 @@ def drill(kind: str = typer.Argument(..., metavar="KIND", help="failure | crash 
         result = asyncio.run(drills.run(kind, settings, command_line(), say, by=_who()))
     except OwnerBusy as exc:
         raise Failed(f"{exc}: stop it first - a drill owns the book while it runs") from None
+    except drills.CannotDrill as exc:
+        raise Failed(f"drill {kind} not run (nothing recorded): {exc}") from None
     if json_out:
         emit_json({"drill": kind, "passed": result.passed, "detail": result.detail, "steps": result.steps})
     elif result.passed:

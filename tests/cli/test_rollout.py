@@ -265,3 +265,15 @@ def test_live_funds_need_every_guard_then_the_word_live_on_a_terminal(botctl, ho
         # A dry run needs no confirmation (and no keys): nothing would move.
         out = botctl("run", "--duration", "5", env={"BOTCTL_PROFILE": "soft-launch"})
         assert out.returncode == 2 and "executors are not in this version" in out.stderr
+
+
+def test_a_drill_that_cannot_run_says_why_and_records_nothing(botctl):
+    assert botctl("run", "--duration", "5").returncode == 0
+    assert botctl("halt").returncode == 0
+    for kind in ("failure", "crash", "halt"):
+        out = botctl("drill", kind)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert out.stderr.startswith(f"error: drill {kind} not run (nothing recorded):"), out.stderr
+        assert "halted" in out.stderr
+    _code, summary = check(botctl)
+    assert summary["evidence"]["drills"] == {}

@@ -291,3 +291,23 @@ async def test_navigation_click_and_help(engine):
         await pilot.press("escape")
         assert not isinstance(app.screen, InfoScreen)
         assert not engine.book.orders.base
+
+
+async def test_each_mode_badge_has_its_own_colour(engine):
+    from types import SimpleNamespace
+
+    from console.tui.header import StatusHeader
+    from console.tui.model import HeaderView, mode_badge
+
+    assert [mode_badge(SimpleNamespace(mode=m, profile=p)) for m, p in
+            (("paper", "testnet"), ("live", "testnet"), ("live", "soft-launch"))] == ["PAPER", "TESTNET", "LIVE"]
+    app = BotctlApp(engine=engine, run_engine=False)
+    async with app.run_test(size=SIZE):
+        header = app.query_one(StatusHeader)
+        backgrounds = {}
+        for mode in ("PAPER", "TESTNET", "LIVE"):
+            header.view = HeaderView(mode, "paper", "RUNNING", False, 1, 0, 0, 0, ())
+            text = header.render()
+            badge = next(span for span in text.spans if text.plain[span.start:span.end].strip() == mode)
+            backgrounds[mode] = badge.style.bgcolor
+        assert len(set(backgrounds.values())) == 3, backgrounds

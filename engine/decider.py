@@ -356,6 +356,10 @@ def _decide_state(book: Book, cmd: SetTradingState) -> list:
     previous = book.trading_state
     if cmd.state is previous:
         if cmd.state is TradingState.ACTIVE:
+            limit, losses = book.policy.limits.max_consecutive_losses, book.meta.get("consecutive_losses")
+            if limit and losses >= limit:  # the loss breaker stopped entries: resuming re-arms it
+                return [TradingStateChanged(cmd.state, previous, f"{cmd.reason} (loss breaker reset after {losses} "
+                                                                 "consecutive losses)", cmd.by, cmd.at)]
             return _reject(cmd, "trading is not paused or halted: nothing to resume")
         return _reject(cmd, f"trading is already {_STATE_WORDS[previous]}")
     if previous is TradingState.HALTED and not cmd.force:

@@ -41,6 +41,10 @@ def status(json_out: bool = JSON) -> None:
           f"open positions {data['open_positions']}  orders in flight {data['orders_in_flight']}"
           + (f" ({data['orders_unknown']} unknown)" if data["orders_unknown"] else "")
           + (f"  owner pid {owner['pid']} ({owner['command']})" if owner else "  owner none"))
+    limit = settings.max_consecutive_losses
+    if limit and data["consecutive_losses"] >= limit and data["trading_state"] == "active":
+        print(f"loss breaker: {data['consecutive_losses']} consecutive losses stopped new entries "
+              "(`botctl resume` re-arms it)")
     rows = [[name, money(c["cash"]), money(c["reserved"]), money(c["open_value"]), money(c["realized_pnl"]),
              money(c["unrealized_pnl"]), plain(c["network_fees"])] for name, c in data["chains"].items()]
     table("Chains (quote units)", ["chain", "cash", "reserved", "open value", "realized pnl", "unrealized pnl",

@@ -252,6 +252,7 @@ class HeaderView:
     in_flight: int
     unknown: int
     chains: tuple[ChainLine, ...]
+    breaker: int = 0  # consecutive losses, when the loss breaker has stopped new entries
 
 
 def mode_badge(settings) -> str:
@@ -294,8 +295,10 @@ def header_view(settings, book: Book | None, model: PositionsModel | None, phase
         ))
     orders = book.orders.base
     unknown = sum(1 for o in orders.values() if o.state == "unknown") if orders else 0
+    limit, losses = book.policy.limits.max_consecutive_losses, book.meta.get("consecutive_losses")
+    breaker = losses if limit and losses >= limit and state == "RUNNING" else 0
     return HeaderView(mode, stage, state, bool(book.meta.get("review")), height, len(book.positions.base),
-                      len(orders), unknown, tuple(lines))
+                      len(orders), unknown, tuple(lines), breaker)
 
 
 # --------------------------------------------------------------------------- reservations and orders

@@ -416,7 +416,11 @@ def _decide_stage(book: Book, cmd: ChangeStage) -> list:
         return _reject(cmd, f"unknown stage {cmd.stage!r}")
     if cmd.stage == current:
         return _reject(cmd, f"the stage is already {current}")
-    if ORDER.index(cmd.stage) > ORDER.index(current):
+    forward = ORDER.index(cmd.stage) > ORDER.index(current)
+    if not cmd.promote:
+        if forward:
+            return _reject(cmd, f"a demotion goes back, not from {current} to {cmd.stage}")
+    else:
         following = stage(current).next
         if cmd.stage != following:
             return _reject(cmd, f"{current} promotes to {following} only, one stage at a time")
@@ -448,7 +452,7 @@ def _decide_drill(book: Book, cmd: RecordDrill) -> list:
 
 
 def _decide_run(book: Book, cmd: StartRun) -> list:
-    return [RunStarted(cmd.run, cmd.mode, cmd.network, book.meta.get("stage"), cmd.command, cmd.at)]
+    return [RunStarted(cmd.run, cmd.mode, cmd.network, book.meta.get("stage"), cmd.command, cmd.at, cmd.purpose)]
 
 
 def _decide_beat(book: Book, cmd: Beat) -> list:

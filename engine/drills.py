@@ -153,20 +153,23 @@ async def failure(engine, say) -> str:
         chosen.setdefault(chain, token)
     before = _quote_cash(book)
     watch = _Watch(engine)
+    orders: list[int] = []
     try:
-        orders = []
         for chain, token in sorted(chosen.items()):
             reserved = await _reserve(engine, chain, token, book.policy.limits.min_position)
             engine.executors[chain].refuse.add(reserved.order_id)
             orders.append(reserved.order_id)
             say(f"reserved {from_units(reserved.amount, book.policy.chains[chain].quote_decimals)} "
                 f"on {chain}/{token} (order {reserved.order_id}); its broadcast will be refused")
-        if not await engine.settle():
-            raise DrillFailed("orders still in flight after 200 blocks")
     finally:
+        # Whatever happened above, the drill's own orders are settled while still refused: none of
+        # them may be left for a later owner to send for real.
+        settled = await engine.settle()
         watch.stop()
         for executor in engine.executors.values():
             executor.refuse.clear()
+    if not settled:
+        raise DrillFailed("orders still in flight after 200 blocks")
     for order_id in orders:
         if order_id not in watch.failed:
             raise DrillFailed(f"order {order_id} was not rolled back (filled: {order_id in watch.filled})")
@@ -266,7 +269,7 @@ async def run(kind: str, settings, command: str, say=lambda line: None, by: str 
     if kind not in ("failure", "crash", "halt"):
         raise ValueError(f"unknown drill {kind!r} (failure, crash, halt)")
     if kind == "crash":
-        engine = await build(settings, command=command)  # settle what is in flight before the child runs
+        engine = await build(settings, command=command, purpose="drill")  # settle before the child runs
         engine.automatic = False
         try:
             await engine.settle()
@@ -282,7 +285,7 @@ async def run(kind: str, settings, command: str, say=lambda line: None, by: str 
             child_error = str(exc)
         else:
             child_error = None
-    engine = await build(settings, command=command)
+    engine = await build(settings, command=command, purpose="drill")
     engine.automatic = False
     try:
         try:
@@ -338,7 +341,7 @@ def _child_main() -> int:
     async def go() -> None:
         settings = load_settings()
         logs.setup(Path(settings.home))
-        engine = await build(settings, command="botctl drill crash (child)")
+        engine = await build(settings, command="botctl drill crash (child)", purpose="drill")
         try:
             await crash_child(engine)
         finally:

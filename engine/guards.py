@@ -125,19 +125,35 @@ def probe_all(settings, timeout: float = 5.0) -> tuple[dict[str, Network], list[
     for name, chain in sorted(settings.chains.items()):
         try:
             found[name] = probe(chain, timeout)
-        except (OSError, ValueError, urllib.error.URLError) as exc:
-            problems.append(f"chains.{name}: endpoint {_safe(chain.rpc_url)} unreachable: {exc}")
+        except Exception as exc:  # whatever went wrong, say so in one line without echoing the URL
+            problems.append(f"chains.{name}: endpoint {_safe(chain.rpc_url)} unreachable: {_why(exc)}")
     return found, problems
+
+
+def _why(exc: BaseException) -> str:
+    """The reason an endpoint failed, never its URL (API keys live in URLs): an OS error's own
+    text (refused, timed out, unknown host), else only the kind of error."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "timed out"
+    return f"{type(exc).__name__} (not a JSON-RPC endpoint?)"
 
 
 def _safe(url: str | None) -> str:
     """An endpoint for a message: no credentials, no query string (API keys live there)."""
     if not url:
         return "(none)"
-    parts = urlparse(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    try:
+        parts = urlparse(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an unparsable URL)"
+    return f"{parts.scheme}://{host}{port}" + ("/…" if parts.path.strip("/") else "")
 
 
 def live_funds(settings) -> bool:

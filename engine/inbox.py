@@ -79,6 +79,21 @@ def post(db: Path, command: str, args: dict, sender: str | None = None) -> int:
     return ident
 
 
+def withdraw(db: Path, ident: int, reason: str) -> bool:
+    """The sender takes back its own row that nobody decided (its one-off owner could not start).
+
+    Best effort by design: an owner that read the row in the instant before decides it anyway
+    (its answer then replaces this one); the sender checks before posting what it can."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        answer = json.dumps({"ok": [], "refused": [f"not decided: {reason}"], "closing": []})
+        cur = conn.execute("UPDATE inbox SET state = 'failed', result = ?, decided_at = ? "
+                           "WHERE id = ? AND state = 'pending'", (answer, int(time.time() * 1000), ident))
+        return cur.rowcount == 1
+    finally:
+        conn.close()
+
+
 def nudge(home: Path) -> None:
     path = Path(home) / SOCKET_NAME
     if not path.exists():
@@ -141,7 +156,8 @@ def plan(book: Book, command: str, args: dict, at: int, by: str, fees: dict[str,
         return [ChangeStage(args["to"], args["from"], tuple(args["_missing"]), args["_evidence"],
                             args.get("reason") or "operator promote", at, by)]
     if command == "demote":
-        return [ChangeStage(args["to"], args["from"], (), "{}", args.get("reason") or "operator demote", at, by)]
+        return [ChangeStage(args["to"], args["from"], (), "{}", args.get("reason") or "operator demote", at, by,
+                            promote=False)]
     if command == "attest":
         return [RecordAttestation(args["stage"], args["item"], int(time.time() * 1000), by)]
     if command == "halt":
@@ -268,8 +284,15 @@ class InboxPoller:
         fees = {name: await ex.fee_reserve() for name, ex in engine.executors.items()}
         submit, now = engine.sequencer.submit, engine.now()
         answered_at = int(time.time() * 1000)  # the row's clock is the operator's wall clock
-        if command == "promote":
-            args = await promotion_args(engine, args)
+        try:
+            if command == "promote":
+                args = await promotion_args(engine, args)
+        except Exception as exc:  # the evidence could not be measured: answer, never block the rows behind
+            log.exception("measuring the promotion evidence failed")
+            answer = {"ok": [], "refused": [f"could not measure the evidence: {type(exc).__name__}: {exc}"],
+                      "closing": []}
+            await submit(AnswerInbox(ident, "failed", json.dumps(answer), answered_at))
+            return
         try:
             steps = plan(engine.book, command, args, now, sender, fees)
         except (KeyError, ValueError, TypeError) as exc:

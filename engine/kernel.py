@@ -88,7 +88,8 @@ def policy_for(settings: Settings, market: dict | None = None, ceiling=None) -> 
         cooldown_ms=settings.cooldown_s * 1000,
         max_consecutive_losses=settings.max_consecutive_losses,
     )
-    return Policy(chains, limits, ceiling=ceiling)
+    live = settings.mode == "live" and not settings.dry_run  # real funds move: the stage must allow them
+    return Policy(chains, limits, live=live, ceiling=ceiling)
 
 
 @dataclass
@@ -167,12 +168,12 @@ class Engine:
         await self.sequencer.submit(RecordReconciliation(found, len(resolved), self.now(), by))
         return Reconciliation(resolved, found)
 
-    async def start_run(self, command: str) -> None:
+    async def start_run(self, command: str, purpose: str = "trade") -> None:
         """Journal who runs the book, where it trades, and in which stage (rollout evidence)."""
         from engine.messages import StartRun
 
         now = self.now()
-        await self.sequencer.submit(StartRun(self.run_id, self.settings.mode, self.network, command, now))
+        await self.sequencer.submit(StartRun(self.run_id, self.settings.mode, self.network, command, now, purpose))
         self._last_beat = now
 
     async def _beat(self, now: int, last: bool = False) -> None:
@@ -271,7 +272,7 @@ class Engine:
 
 
 async def build(settings: Settings, signals: str | None = None, command: str = "botctl run",
-                market: dict | None = None, ceiling=None) -> Engine:
+                market: dict | None = None, ceiling=None, purpose: str = "trade") -> Engine:
     """The engine, owning the book (raises storage.owner.OwnerBusy if another process does).
 
     `market` replaces the simulated market's chains and tokens, and `ceiling` the stage's
@@ -318,7 +319,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     engine = Engine(settings, writer, sequencer, link, executors, source, ownership)
     await engine.fund()
     engine.last_reconciliation = await engine.reconcile()  # before any new entry
-    await engine.start_run(command)
+    await engine.start_run(command, purpose)
     return engine
 
 

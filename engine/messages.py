@@ -195,7 +195,8 @@ class AnswerInbox:
 class ChangeStage:
     """Promote (to the next stage) or demote (to any earlier one). `previous` is the stage the
     sender saw (a stage changed meanwhile refuses); `missing` is the promotion evidence the
-    owner measured as missing just before (a promotion with anything missing is refused)."""
+    owner measured as missing just before (a promotion with anything missing is refused).
+    The direction is explicit: a demotion never moves forward, whatever its target says."""
 
     stage: str
     previous: str
@@ -204,6 +205,7 @@ class ChangeStage:
     reason: str
     at: int
     by: str = "operator"
+    promote: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,7 @@ class StartRun:
     network: str
     command: str
     at: int
+    purpose: str = "trade"  # trade | drill: a drill's hours and trades are not promotion evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +510,7 @@ class RunStarted:
     stage: str
     command: str
     at: int
+    purpose: str = "trade"
 
 
 @dataclass(frozen=True, slots=True)

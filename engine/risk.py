@@ -68,6 +68,8 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
         raise Denied(f"loss breaker: {losses} consecutive losses")
     if book.meta.get("open_slots") >= limits.max_open_positions:
         raise Denied(f"max open positions ({limits.max_open_positions}) reached")
+    if ceiling.max_open_positions is not None and book.meta.get("open_slots") >= ceiling.max_open_positions:
+        raise Denied(f"the {current.name} stage allows {ceiling.max_open_positions} open positions")
 
     qd = chain.quote_decimals
     cash = book.balance(cmd.chain, "quote", "cash")

@@ -53,6 +53,11 @@ class Evidence:
     audit_problems: list[str] = field(default_factory=list)
 
 
+def _counted(run: dict) -> str | None:
+    """The network a run's hours and trades count on (None: a drill's, which count nowhere)."""
+    return None if run.get("purpose", "trade") == "drill" else run["network"]
+
+
 def measure(conn: sqlite3.Connection, stage_name: str, network: str) -> Evidence:
     """The evidence of the current stage, read in the caller's (read) transaction."""
     row = conn.execute("SELECT seq, at FROM journal WHERE kind = 'StageChanged' ORDER BY seq DESC LIMIT 1"
@@ -67,7 +72,7 @@ def measure(conn: sqlite3.Connection, stage_name: str, network: str) -> Evidence
         if before is not None:
             data = json.loads(before[0])
             current = data["run"]
-            runs[current] = [data["network"], since, since]
+            runs[current] = [_counted(data), since, since]
     marks = ",".join("?" * len(EVIDENCE_KINDS))
     for kind, at, text in conn.execute(
             f"SELECT kind, at, data FROM journal WHERE seq > ? AND kind IN ({marks}) ORDER BY seq",
@@ -75,16 +80,16 @@ def measure(conn: sqlite3.Connection, stage_name: str, network: str) -> Evidence
         data = json.loads(text)
         if kind == "RunStarted":
             current = data["run"]
-            runs[current] = [data["network"], at, at]
+            runs[current] = [_counted(data), at, at]
         elif kind == "Heartbeat":
             span = runs.get(data["run"])
             if span is not None:
                 span[2] = max(span[2], at)
         elif kind == "PositionClosed":
-            here = current is not None and runs[current][0] == network
-            if here:
+            counted = runs[current][0] if current is not None else None
+            if counted == network:
                 ev.trades += 1
-            else:
+            elif counted is not None or current is None:
                 ev.trades_elsewhere += 1
         elif kind == "Reconciled":
             if data["differences"]:
@@ -98,7 +103,7 @@ def measure(conn: sqlite3.Connection, stage_name: str, network: str) -> Evidence
         hours = Decimal(last - first) / MS_PER_HOUR
         if net == network:
             ev.hours += hours
-        else:
+        elif net is not None:
             ev.hours_elsewhere += hours
     review = conn.execute("SELECT value FROM meta WHERE key = 'review'").fetchone()
     ev.review_pending = bool(review and json.loads(review[0]))

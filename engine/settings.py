@@ -38,6 +38,25 @@ class ChainSettings(BaseModel):
     quote_mint: str | None = None
     confirmations: int = Field(1, ge=0)
 
+    @field_validator("rpc_url", "jupiter_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        """An endpoint must be a URL with a scheme and a host. The message never repeats the value:
+        endpoints carry API keys."""
+        if value is None:
+            return value
+        from urllib.parse import urlparse
+
+        try:
+            parts = urlparse(value)
+            ok = parts.scheme in ("http", "https", "ws", "wss") and bool(parts.hostname) and \
+                not any(c.isspace() or ord(c) < 32 for c in value)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("must be an http(s):// or ws(s):// URL with a host")
+        return value
+
 
 class PaperSettings(BaseModel):
     """The simulated market and venue. Rates are in basis points (1/10,000) per event."""
@@ -144,12 +163,15 @@ def _env_name(loc: tuple) -> str:
     return "BOTCTL_" + "__".join(str(part) for part in loc).upper()
 
 
-def load_settings(**flags: Any) -> Settings:
+def load_settings(check: bool = True, **flags: Any) -> Settings:
     """Settings from every source; flags are the highest (None values are ignored).
 
     The profile in force is the one asked for (flag, BOTCTL_PROFILE) or else the stage the
     book is in; either way the result must fit within that profile's ceilings and the profile
-    must be no looser than the stored stage (engine/stages.py)."""
+    must be no looser than the stored stage (engine/stages.py). `check=False` skips those
+    checks for commands that start no engine (reads, commands for the owner): a config that a
+    demotion left beyond the new ceiling must not lock the operator out of `halt` or `demote`;
+    every engine start checks again, under the lock."""
     from engine.stages import StageError, check_settings, stored_stage
 
     flags = {k: v for k, v in flags.items() if v is not None}
@@ -180,7 +202,8 @@ def load_settings(**flags: Any) -> Settings:
 
     try:
         settings = _Sourced(**flags)
-        check_settings(settings, stored)
+        if check:
+            check_settings(settings, stored)
         return settings
     except StageError as exc:
         raise SettingsError(str(exc)) from None

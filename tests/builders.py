@@ -58,6 +58,9 @@ def usd(x: int | str | Decimal) -> int:
 def policy(tokens: dict[str, dict[str, int]] | None = None, **limits: Any) -> Policy:
     """Two chains (solana, base) and the default Limits, overridable by keyword.
 
+    The book's stage (paper) bounds these too; `ceiling=Ceiling()` lifts that for a test whose
+    scenario is beyond the paper stage (e.g. 30 open positions).
+
     `tokens={"base": {"T1": 18}}` puts an allow-list on a chain.
     """
     tokens = tokens or {}
@@ -70,7 +73,8 @@ def policy(tokens: dict[str, dict[str, int]] | None = None, **limits: Any) -> Po
             limits[key] = Decimal(str(limits[key]))
     if "allowed_chains" in limits and limits["allowed_chains"] is not None:
         limits["allowed_chains"] = frozenset(limits["allowed_chains"])
-    return Policy(chains=chains, limits=Limits(**limits))
+    ceiling = limits.pop("ceiling", None)
+    return Policy(chains=chains, limits=Limits(**limits), ceiling=ceiling)
 
 
 ADDRESS = {"solana": SOLANA_ADDRESS, "base": BASE_ADDRESS}

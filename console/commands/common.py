@@ -13,7 +13,7 @@ def context():
     from engine.kernel import DB_NAME, policy_for
     from engine.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(check=False)  # no engine starts here; `build` checks the ceilings
     db = Path(settings.home) / DB_NAME
     if not db.exists():
         raise Failed(f"no book at {db}: start the engine once with `botctl run`")

@@ -63,15 +63,37 @@ async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool,
     from engine import inbox
     from storage.owner import current_owner
 
+    stage_command = command in inbox.STAGE_COMMANDS
+    if not stage_command and current_owner(settings.home) is None:
+        _can_act_alone(settings, db)  # before posting: a refused command must never run later
     ident = inbox.post(db, command, args)
     if no_wait:
         return {"id": ident, "state": "pending"}
     if current_owner(settings.home) is None:
-        if command in inbox.STAGE_COMMANDS:
-            await _one_off_book(settings)
-        else:
-            await _one_off(settings)
+        try:
+            if stage_command:
+                await _one_off_book(settings)
+            else:
+                await _one_off(settings)
+        except BaseException as exc:
+            inbox.withdraw(db, ident, str(exc) or type(exc).__name__)
+            raise
     return await inbox.wait(db, ident, timeout)
+
+
+def _can_act_alone(settings, db: Path) -> None:
+    """Can this process start the engine to decide a command itself? Say why not, up front."""
+    from engine.settings import SettingsError
+    from engine.stages import StageError, check_settings, stored_stage
+
+    if settings.mode != "paper":
+        raise Failed(f"no engine owns the book, and this process cannot start the {settings.profile} engine "
+                     f"(mode {settings.mode}): start it (botctl run / botctl tui), or act on the paper book "
+                     "with BOTCTL_PROFILE=paper")
+    try:
+        check_settings(settings, stored_stage(db))
+    except StageError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 async def _one_off_book(settings) -> None:

@@ -277,3 +277,21 @@ def test_a_drill_that_cannot_run_says_why_and_records_nothing(botctl):
         assert "halted" in out.stderr
     _code, summary = check(botctl)
     assert summary["evidence"]["drills"] == {}
+
+
+def test_a_command_no_engine_here_can_decide_is_refused_up_front_and_never_runs_later(botctl, home):
+    assert botctl("run", "--duration", "5").returncode == 0
+    put_book_in_stage(home, "testnet")  # its profile trades test networks: no engine starts here
+    out = botctl("pause")
+    assert out.returncode == 1 and "no engine owns the book" in out.stderr and "BOTCTL_PROFILE=paper" in out.stderr
+    assert botctl("run", "--duration", "5", "--profile", "paper").returncode == 0  # a later owner
+    status = json.loads(botctl("status", "--json").stdout)
+    assert status["trading_state"] == "active"  # the refused pause did not happen later
+    assert botctl("pause", env={"BOTCTL_PROFILE": "paper"}).returncode == 0
+    # A demotion works whatever the stage's engine can do, even with a config the paper stage refuses
+    # (testnet may turn dry run off; paper may not); reads keep working, an engine start says why.
+    (home / "config.toml").write_text("dry_run = false\n")
+    assert botctl("rollout", "demote").returncode == 0
+    assert json.loads(botctl("status", "--json").stdout)["stage"] == "paper"
+    out = botctl("run", "--duration", "5")
+    assert out.returncode == 2 and "BOTCTL_DRY_RUN=false: the paper stage keeps dry run on" in out.stderr

@@ -31,20 +31,22 @@ async def entry(engine, chain: str, token: str, usd: str):
 
 
 async def test_the_engine_in_soft_launch_refuses_six_dollars_and_an_evm_entry(tmp_path):
+    """Paper settings (up to $100 a position, both chains) in a book at soft launch: the stage's
+    own ceiling refuses, not the settings."""
     home = tmp_path / "home"
-    engine = await build(load_settings(home=home, paper={"speed": 0, "seed": 1, "opportunity_rate_bps": 0}))
+    paper = {"speed": 0, "seed": 1, "opportunity_rate_bps": 0}
+    engine = await build(load_settings(home=home, paper=paper))
     await engine.close()
     await put_in_stage(home, "soft-launch")
-    settings = load_settings(home=home, profile="soft-launch", mode="paper",
-                             paper={"speed": 0, "seed": 1, "opportunity_rate_bps": 0})
-    assert (settings.max_position_usd, settings.max_exposure_usd) == (Decimal(5), Decimal(100))
+    settings = load_settings(home=home, profile="paper", paper=paper)
+    assert settings.max_position_usd == Decimal(100)
     engine = await build(settings)
     try:
         assert engine.book.meta.get("stage") == "soft-launch"
         solana = sorted(engine.book.policy.chains["solana"].tokens)
         base = sorted(engine.book.policy.chains["base"].tokens)
         six = await entry(engine, "solana", solana[0], "6")
-        assert not six.accepted and "exceeds max position 5" in six.reason
+        assert not six.accepted and "exceeds the soft-launch stage ceiling of 5 per position" in six.reason
         evm = await entry(engine, "base", base[0], "5")
         assert not evm.accepted and "stage soft-launch allows solana chains only" in evm.reason
         five = await entry(engine, "solana", solana[0], "5")
@@ -53,3 +55,27 @@ async def test_the_engine_in_soft_launch_refuses_six_dollars_and_an_evm_entry(tm
         assert len(engine.book.open_positions()) == 1
     finally:
         await engine.close()
+
+
+async def test_the_owner_measures_promotion_evidence_itself_and_a_demotion_never_goes_forward(tmp_path):
+    """Rows posted straight to the inbox (no CLI pre-check): the owner decides on what it measures."""
+    from engine import inbox
+
+    home = tmp_path / "home"
+    engine = await build(load_settings(home=home, paper={"speed": 0, "seed": 1}))
+    for _ in range(30):
+        await engine.tick()
+    await engine.close()
+    db = home / "botctl.db"
+    promote = inbox.post(db, "promote", {"from": "paper", "to": "testnet"})
+    forward = inbox.post(db, "demote", {"from": "paper", "to": "testnet"})
+    owner = await open_book(load_settings(home=home), "test")
+    try:
+        assert await inbox.InboxPoller(owner).drain(only=inbox.STAGE_COMMANDS) == 2
+        assert owner.book.meta.get("stage") == "paper"
+    finally:
+        await owner.close()
+    refused = inbox.read(db, promote)
+    assert refused["state"] == "refused"
+    assert "promotion to testnet refused, missing: round trips closed on paper" in refused["result"]["refused"][0]
+    assert inbox.read(db, forward)["result"]["refused"] == ["a demotion goes back, not from paper to testnet"]

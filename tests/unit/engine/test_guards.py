@@ -42,8 +42,28 @@ async def test_an_unreachable_endpoint_is_named_without_its_credentials(tmp_path
     settings = live_settings(tmp_path, "testnet", rpc_url="http://user:secret@127.0.0.1:9/rpc?key=k")
     with pytest.raises(SettingsError) as info:
         await live_mode(settings)
-    assert "http://127.0.0.1:9/rpc unreachable" in str(info.value)
+    assert str(info.value).startswith("chains.base: endpoint http://127.0.0.1:9/… unreachable: ")
     assert "secret" not in str(info.value) and "key=k" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["mainnet.helius-rpc.com/?api-key=SECRET123", "https://rpc.example.org/v2/SECRET x",
+                                 "ftp://host/SECRET"])
+def test_an_endpoint_that_is_not_a_url_is_refused_without_echoing_it(tmp_path, monkeypatch, url):
+    from engine.settings import load_settings
+
+    monkeypatch.setenv("BOTCTL_CHAINS__BASE__KIND", "evm")
+    monkeypatch.setenv("BOTCTL_CHAINS__BASE__RPC_URL", url)
+    with pytest.raises(SettingsError) as info:
+        load_settings(home=tmp_path)
+    assert str(info.value).startswith("BOTCTL_CHAINS__BASE__RPC_URL: Value error, must be an http(s)://")
+    assert "SECRET" not in str(info.value)
+
+
+async def test_a_secret_in_the_endpoint_path_never_reaches_the_message(tmp_path):
+    settings = live_settings(tmp_path, "testnet", rpc_url="http://127.0.0.1:9/v2/SECRETKEY")
+    with pytest.raises(SettingsError) as info:
+        await live_mode(settings)
+    assert "SECRETKEY" not in str(info.value)
 
 
 @pytest.mark.parametrize("chain_id, network", [(1, "mainnet"), (8453, "mainnet"), (11155111, "testnet"),

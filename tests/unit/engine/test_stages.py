@@ -125,12 +125,12 @@ def test_soft_launch_refuses_six_dollars_and_any_evm_entry():
     assert isinstance(five[0], EntryReserved)
 
 
-def test_soft_launch_capital_caps_what_is_at_risk_in_all():
+def test_the_stage_capital_caps_what_is_at_risk_in_all():
     from builders import policy
 
-    book = at_stage("soft-launch", pol=policy(max_open_positions=50))
-    for n in range(20):  # 20 x $5 = the stage's $100 of capital
-        events = when(book, reserve("solana", f"T{n}", usd(5)))
+    book = at_stage("scale-up", pol=policy(max_open_positions=50, max_position=50, max_exposure=10_000))
+    for n in range(10):  # 10 x $50 = the stage's $500 of capital
+        events = when(book, reserve("solana", f"T{n}", usd(50)))
         assert isinstance(events[0], EntryReserved), events
         book = then_apply(book, events)
     over = when(book, reserve("solana", "T99", usd(1)))
@@ -146,7 +146,7 @@ def test_the_default_size_is_clamped_to_the_stage_ceiling():
 def test_demoting_while_running_tightens_at_once():
     book = at_stage("scale-up")
     assert isinstance(when(book, reserve("base", "T1", usd(20)))[0], EntryReserved)
-    book = then_apply(book, when(book, ChangeStage("soft-launch", "scale-up", (), "{}", "demote", NOW)))
+    book = then_apply(book, when(book, ChangeStage("soft-launch", "scale-up", (), "{}", "demote", NOW, promote=False)))
     assert isinstance(when(book, reserve("base", "T1", usd(5)))[0], EntryDenied)
 
 
@@ -160,6 +160,7 @@ def test_promotion_with_anything_missing_is_refused_naming_it():
     (ChangeStage("soft-launch", "paper", (), "{}", "x", NOW), "one stage at a time"),
     (ChangeStage("testnet", "testnet", (), "{}", "x", NOW), "changed meanwhile"),
     (ChangeStage("paper", "paper", (), "{}", "x", NOW), "already paper"),
+    (ChangeStage("testnet", "paper", (), "{}", "x", NOW, promote=False), "a demotion goes back"),
     (RecordAttestation("paper", "nonsense", NOW), "asks no attestation 'nonsense'"),
     (RecordAttestation("testnet", "logs", NOW), "the stage is paper"),
 ])
@@ -174,5 +175,26 @@ def test_promote_attest_and_demote_are_events():
     assert isinstance(attested[0], AttestationRecorded) and attested[0].by == "ann@host"
     book = then_apply(book, when(book, ChangeStage("testnet", "paper", (), json.dumps({"trades": 100}), "ok", NOW)))
     assert book.meta.get("stage") == "testnet"
-    demoted = when(book, ChangeStage("paper", "testnet", ("anything",), "{}", "back", NOW))
+    demoted = when(book, ChangeStage("paper", "testnet", ("anything",), "{}", "back", NOW, promote=False))
     assert isinstance(demoted[0], StageChanged)  # demotion needs no evidence
+
+
+def test_a_stage_that_does_not_allow_live_funds_refuses_a_live_policy():
+    from builders import policy
+
+    live = policy()
+    live = type(live)(live.chains, live.limits, live=True)
+    book = at_stage("testnet", pol=live)
+    denied = when(book, reserve("solana", "T1", usd(5)))
+    assert isinstance(denied[0], EntryDenied) and denied[0].reason == "stage testnet does not allow live funds"
+    assert isinstance(when(at_stage("soft-launch", pol=live), reserve("solana", "T1", usd(5)))[0], EntryReserved)
+
+
+def test_the_stage_caps_open_positions_even_when_settings_allow_more():
+    from builders import policy
+
+    book = at_stage("paper", pol=policy(max_open_positions=50, max_exposure=5000))
+    for n in range(10):  # the paper stage's ceiling: 10 open positions
+        book = then_apply(book, when(book, reserve("solana", f"T{n}", usd(1))))
+    denied = when(book, reserve("solana", "T99", usd(1)))
+    assert isinstance(denied[0], EntryDenied) and "paper stage allows 10 open positions" in denied[0].reason

@@ -19,7 +19,8 @@ from console.commands.common import command_line, context
 from console.errors import Failed, Usage
 from console.output import emit_json
 
-app = typer.Typer(help="The staged rollout: paper -> testnet -> soft-launch -> scale-up.",
+app = typer.Typer(help="The staged rollout: paper -> testnet -> soft-launch -> scale-up. Alone, on a terminal: "
+                       "the checklist wizard (evidence from the database; offers drills and attestations).",
                   invoke_without_command=True)
 
 JSON = typer.Option(False, "--json", help="One JSON object on stdout.")

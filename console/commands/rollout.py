@@ -62,7 +62,7 @@ def rollout(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     if not _tty():
-        status()
+        status(json_out=False)
         return
     _wizard()
 

@@ -295,3 +295,10 @@ def test_a_command_no_engine_here_can_decide_is_refused_up_front_and_never_runs_
     assert json.loads(botctl("status", "--json").stdout)["stage"] == "paper"
     out = botctl("run", "--duration", "5")
     assert out.returncode == 2 and "BOTCTL_DRY_RUN=false: the paper stage keeps dry run on" in out.stderr
+
+
+def test_rollout_alone_off_a_terminal_prints_the_checklist(botctl):
+    assert botctl("run", "--duration", "5").returncode == 0
+    out = botctl("rollout")
+    assert out.returncode == 0
+    assert out.stdout.startswith("stage paper (staging) -> testnet:") and "[MISS] drill halt" in out.stdout

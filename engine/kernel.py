@@ -284,16 +284,8 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
 
         await live_mode(settings)  # raises SettingsError with the first reason it cannot start
     market = market or CHAINS
-    home = ensure_home(settings.home)
-    policy = policy_for(settings, market, ceiling)
-    ownership = acquire(home, command)
+    home, ownership, writer, book = await _own(settings, command, policy_for(settings, market, ceiling))
     try:
-        writer = await Writer(home / DB_NAME, settings.synchronous).open()
-    except BaseException:
-        ownership.release()
-        raise
-    try:
-        book = await writer.run(load_book, writer.query, policy)
         try:
             check_settings(settings, book.meta.get("stage"), ceiling)  # under the lock: the stage cannot move
         except StageError as exc:
@@ -355,6 +347,12 @@ class BookOwner:
 
 async def open_book(settings: Settings, command: str) -> BookOwner:
     """Take the lock and load the book, nothing else (raises OwnerBusy if another process owns it)."""
+    _home, ownership, writer, book = await _own(settings, command, policy_for(settings))
+    return BookOwner(settings, writer, Sequencer(book, writer).start(), ownership)
+
+
+async def _own(settings: Settings, command: str, policy: Policy):
+    """The lock, the writer, the loaded book: all three or none (whatever fails lets go of the rest)."""
     home = ensure_home(settings.home)
     ownership = acquire(home, command)
     try:
@@ -363,9 +361,9 @@ async def open_book(settings: Settings, command: str) -> BookOwner:
         ownership.release()
         raise
     try:
-        book = await writer.run(load_book, writer.query, policy_for(settings))
+        book = await writer.run(load_book, writer.query, policy)
     except BaseException:
         await writer.close()
         ownership.release()
         raise
-    return BookOwner(settings, writer, Sequencer(book, writer).start(), ownership)
+    return home, ownership, writer, book

@@ -70,26 +70,27 @@ def rollout(ctx: typer.Context) -> None:
 @app.command("status")
 def status(json_out: bool = JSON) -> None:
     """The current stage's checklist with the evidence measured from the database."""
-    _settings, _db, current, _ev, items, summary = _measure()
-    if json_out:
-        emit_json(summary)
-    else:
-        _print(current, summary, items)
+    _show(json_out)
 
 
 @app.command("check")
 def check(json_out: bool = JSON) -> None:
     """Like status, and exit 1 if anything is missing for the next promotion."""
-    _settings, _db, current, _ev, items, summary = _measure()
-    if json_out:
-        emit_json(summary)
-    else:
-        _print(current, summary, items)
+    current, items = _show(json_out)
     if current.next is None:
         raise Failed(f"stage {current.name} is the last stage: nothing to promote to")
     missing = [i for i in items if not i.ok]
     if missing:
         raise Failed(f"{len(missing)} item(s) missing for {current.next}: " + "; ".join(i.missing() for i in missing))
+
+
+def _show(json_out: bool):
+    _settings, _db, current, _ev, items, summary = _measure()
+    if json_out:
+        emit_json(summary)
+    else:
+        _print(current, summary, items)
+    return current, items
 
 
 @app.command("promote")

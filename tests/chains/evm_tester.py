@@ -8,10 +8,9 @@ the backend chain's id, set here (that is the point of a network-guard test).
 
 from __future__ import annotations
 
-import json
-import threading
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from chains import jsonrpc
 
 
 def provider(chain_id: int):
@@ -32,31 +31,8 @@ def provider(chain_id: int):
 def serve(chain_id: int):
     """Yields the endpoint URL of an in-process EVM whose chain id is `chain_id`."""
     evm = provider(chain_id)
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with lock:
-                reply = evm.make_request(body["method"], body.get("params", []))
-            data = json.dumps({"jsonrpc": "2.0", "id": body.get("id"), **_plain(reply)}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *_args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with jsonrpc.serve(lambda method, params: _plain(evm.make_request(method, params))) as url:
+        yield url
 
 
 def _plain(reply) -> dict:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from terminal import converse
+
 pytestmark = pytest.mark.slow
 
 
@@ -168,26 +170,8 @@ def test_closing_a_closed_or_closing_position_is_refused(tmp_path):
 
 
 def run_on_terminal(home: Path, args: list[str], answer: str) -> tuple[int, str]:
-    """Run botctl on a pseudo-terminal, type `answer`, return (exit code, everything shown)."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: botctl on the terminal
-        os.execve(sys.executable, [sys.executable, "-m", "console.cli", *args], env_for(home))
-    shown, sent = b"", False
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-        if not sent and (b"?" in chunk or b"confirm" in chunk):
-            os.write(fd, answer.encode() + b"\r")
-            sent = True
-    _pid, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+    """Run botctl on a pseudo-terminal, type `answer` at its prompt, return (exit code, everything shown)."""
+    return converse(args, env_for(home), [answer])
 
 
 def test_close_on_a_terminal_previews_and_asks(tmp_path):

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import terminal
 from chains.evm_tester import serve
 
 FAST = {"BOTCTL_SYNCHRONOUS": "NORMAL"}  # the long run's commits need not reach the platter here
@@ -177,27 +178,9 @@ def test_doctor_reports_each_check_and_a_mainnet_endpoint(botctl, home):
 
 
 def converse(home, args: list[str], answers: list[str], extra: dict | None = None) -> tuple[int, str]:
-    """Run botctl on a pseudo-terminal, answering each prompt (a line ending in ': ') in turn."""
-    import pty
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update(BOTCTL_HOME=str(home), BOTCTL_PAPER__SPEED="0", **(extra or {}))
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execve(sys.executable, [sys.executable, "-m", "console.cli", *args], env)
-    shown, pending = b"", list(answers)
-    while True:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        shown += chunk
-        if pending and shown.rstrip(b" ").endswith(b":"):
-            os.write(fd, pending.pop(0).encode() + b"\r")
-    _pid, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")
+    return terminal.converse(args, env, answers)
 
 
 def test_the_wizard_walks_the_checklist_and_records_what_the_operator_does(botctl, home):

@@ -9,17 +9,6 @@ import pytest
 from engine.settings import SettingsError, load_settings
 
 
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for key in list(__import__("os").environ):
-        if key.startswith("BOTCTL_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BOTCTL_HOME", str(tmp_path / "home"))
-    (tmp_path / "home").mkdir()
-    return tmp_path
-
-
 def test_safe_defaults(clean_env):
     s = load_settings()
     assert (s.dry_run, s.max_slippage_bps, s.max_gas_price_gwei, s.mode) == (True, 50, 50, "paper")

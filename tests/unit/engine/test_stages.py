@@ -58,15 +58,6 @@ def test_every_profiles_defaults_fit_its_own_ceiling(clean_env):
 # --------------------------------------------------------------------------- ceilings refuse looser settings
 
 
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for key in list(__import__("os").environ):
-        if key.startswith("BOTCTL_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BOTCTL_HOME", str(tmp_path / "home"))
-    (tmp_path / "home").mkdir(mode=0o700)
-    return tmp_path
 
 
 @pytest.mark.parametrize("config, named, ceiling", [

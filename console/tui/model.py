@@ -17,10 +17,12 @@ from typing import Any, Iterable
 from console.tui.format import age, amount, clock_time, compact_price, money, price, short, signed
 from engine.book import Book, Order, Position, Reservation
 from engine.messages import (
+    AttestationRecorded,
     CloseDenied,
     CloseRequested,
     CommandRejected,
     Deposited,
+    DrillRecorded,
     EntryDenied,
     EntryReserved,
     InboxAnswered,
@@ -37,6 +39,7 @@ from engine.messages import (
     PricesMarked,
     Reconciled,
     ReconciliationAccepted,
+    StageChanged,
     TradingState,
     TradingStateChanged,
 )
@@ -102,7 +105,8 @@ _ORDER_EVENTS = frozenset({EntryReserved, CloseRequested, OrderSigned, OrderSubm
                            PositionOpened, ReconciliationAccepted})
 LOGGED = frozenset({Deposited, EntryReserved, CloseRequested, CloseDenied, OrderFailed, OrderOutcomeUnknown,
                     OrderAbandoned, NoopRequested, PositionOpened, PositionClosed, TradingStateChanged, Reconciled,
-                    ReconciliationAccepted, InboxAnswered, CommandRejected})
+                    ReconciliationAccepted, InboxAnswered, CommandRejected, StageChanged, AttestationRecorded,
+                    DrillRecorded})
 
 
 # --------------------------------------------------------------------------- positions
@@ -466,6 +470,13 @@ def log_line(book: Book, event, where: dict[int, tuple[str, str]] | None = None)
         return f"{at} {event.command} refused: {event.reason}", RED
     if kind is Deposited:
         return f"{at} deposit {event.asset} on {event.chain} ({event.ref})", DIM
+    if kind is StageChanged:
+        return f"{at} stage {event.previous} -> {event.stage} by {event.by}: {event.reason}", "bold " + YELLOW
+    if kind is AttestationRecorded:
+        return f"{at} attested for {event.stage} by {event.by}: {event.item}", ""
+    if kind is DrillRecorded:
+        return (f"{at} drill {event.kind} {'passed' if event.passed else 'FAILED'}: {event.detail}",
+                GREEN if event.passed else RED)
     return None
 
 

@@ -311,3 +311,21 @@ async def test_each_mode_badge_has_its_own_colour(engine):
             badge = next(span for span in text.spans if text.plain[span.start:span.end].strip() == mode)
             backgrounds[mode] = badge.style.bgcolor
         assert len(set(backgrounds.values())) == 3, backgrounds
+
+
+async def test_a_stage_change_from_another_terminal_shows_in_the_header_and_the_log(engine):
+    from engine import inbox
+
+    app = BotctlApp(engine=engine, run_engine=False)
+    async with app.run_test(size=SIZE):
+        db = engine.settings.home / "botctl.db"
+        inbox.post(db, "attest", {"stage": "paper", "item": "logs"}, sender="ann@desk pid 1")
+        await engine.inbox.drain()
+        await app.sync()
+        assert any("attested for paper by ann@desk pid 1: logs" in line for line in app.events.lines), app.events.lines[-5:]
+        from engine.messages import ChangeStage
+
+        await engine.sequencer.submit(ChangeStage("testnet", "paper", (), "{}", "test", engine.now()))
+        await app.sync()
+        assert app.header.view.stage == "testnet (running paper)"
+        assert any("stage paper -> testnet by operator: test" in line for line in app.events.lines)

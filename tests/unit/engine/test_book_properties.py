@@ -131,7 +131,7 @@ class BookMachine(RuleBasedStateMachine):
 
     # ---- the world around the book: one rule, so that hypothesis spends most steps on trades
 
-    WORLD = ("tick", "tick", "marks", "state", "floor", "deposit", "stray", "stray")
+    WORLD = ("tick", "tick", "marks", "state", "floor", "deposit", "stray", "stray", "stage")
 
     @rule(data=st.data())
     def world(self, data):
@@ -167,10 +167,31 @@ class BookMachine(RuleBasedStateMachine):
         by = data.draw(st.sampled_from(("operator", "engine")), label="by")
         force = data.draw(st.booleans(), label="force")
         previous = self.book.trading_state
+        tripped = self.book.meta.get("consecutive_losses") >= POLICY.limits.max_consecutive_losses
         result = self.submit(set_state(state, by=by, at=self.at(), force=force))
-        allowed = state is not previous and (previous is not TradingState.HALTED or force)
+        allowed = (state is not previous and (previous is not TradingState.HALTED or force)) or \
+            (state is previous is TradingState.ACTIVE and tripped)  # resuming re-arms the loss breaker
         assert result.accepted == allowed, result.reason
         assert self.book.trading_state is (state if allowed else previous)
+
+    def world_stage(self, data):
+        """Promotions (with or without evidence) and demotions, in any direction asked."""
+        from engine.messages import ChangeStage
+        from engine.stages import ORDER, stage
+
+        current = self.book.meta.get("stage")
+        target = data.draw(st.sampled_from(ORDER), label="stage")
+        promote = data.draw(st.booleans(), label="promote")
+        missing = data.draw(st.sampled_from(((), ("trades: 0 (needs >= 100)",))), label="missing")
+        result = self.submit(ChangeStage(target, current, missing, "{}", "test", self.at(), promote=promote))
+        if target == current:
+            allowed = False
+        elif promote:
+            allowed = target == stage(current).next and not missing
+        else:
+            allowed = ORDER.index(target) < ORDER.index(current)
+        assert result.accepted == allowed, result.reason
+        assert self.book.meta.get("stage") == (target if allowed else current)
 
     def world_floor(self, data):
         state = self.nonce_state("base")

@@ -42,13 +42,18 @@ def price(value: Decimal | None) -> str:
     return f"{value:.6g}" if abs(value) < 1 else f"{value:,.4f}"
 
 
-def size(value: Decimal | None) -> str:
-    """A token amount for people: whole units grouped, at most 6 significant digits after them."""
+def amount(value: Decimal | None) -> str:
+    """A token amount, compact: 114,461 / 22.4705 / 0.000123."""
     if value is None:
         return "-"
-    if abs(value) >= 1000:
+    v = abs(value)
+    if v >= 10_000_000:
+        return f"{value / 1_000_000:,.1f}M"
+    if v >= 1_000:
         return f"{value:,.0f}"
-    return plain(Decimal(f"{value:.6g}")) if value else "0"
+    if v >= 1:
+        return f"{value:.4f}"
+    return f"{value:.4g}"
 
 
 def when(iso: str | None) -> str:

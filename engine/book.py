@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 from engine.messages import TradingState
+from engine.stages import Stage
+from engine.stages import stages as shipped_stages
 
 # --------------------------------------------------------------------------- entities
 
@@ -140,7 +142,6 @@ class Limits:
     max_exposure: Decimal = Decimal(1000)
     cooldown_ms: int = 300_000
     max_consecutive_losses: int = 5
-    allowed_chains: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ class Policy:
     chains: dict[str, ChainPolicy] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     live: bool = False  # executors that move real funds (never in paper mode)
-    ceiling: Any = None  # replaces the stage's ceiling (engine.stages.Ceiling): load benchmarks only
+    stages: dict[str, Stage] = field(default_factory=shipped_stages)  # each stage's ceiling and criteria
 
 
 # --------------------------------------------------------------------------- tables

@@ -407,7 +407,7 @@ def _decide_accept(book: Book, cmd: AcceptReconciliation) -> list:
 
 
 def _decide_stage(book: Book, cmd: ChangeStage) -> list:
-    from engine.stages import ORDER, stage
+    from engine.stages import ORDER
 
     current = book.meta.get("stage")
     if cmd.previous != current:
@@ -421,7 +421,7 @@ def _decide_stage(book: Book, cmd: ChangeStage) -> list:
         if forward:
             return _reject(cmd, f"a demotion goes back, not from {current} to {cmd.stage}")
     else:
-        following = stage(current).next
+        following = book.policy.stages[current].next
         if cmd.stage != following:
             return _reject(cmd, f"{current} promotes to {following} only, one stage at a time")
         if cmd.missing:
@@ -430,14 +430,13 @@ def _decide_stage(book: Book, cmd: ChangeStage) -> list:
 
 
 def _decide_attestation(book: Book, cmd: RecordAttestation) -> list:
-    from engine.stages import stage
-
     current = book.meta.get("stage")
     if cmd.stage != current:
         return _reject(cmd, f"the stage is {current}, not {cmd.stage}: attest for the stage you are in")
-    text = stage(current).attestation(cmd.item)
+    asks = book.policy.stages[current]
+    text = asks.attestation(cmd.item)
     if text is None:
-        keys = [t.split(":", 1)[0] for t in stage(current).promotion.attestations]
+        keys = [t.split(":", 1)[0] for t in asks.promotion.attestations]
         return _reject(cmd, f"stage {current} asks no attestation {cmd.item!r}"
                             + (f" (it asks: {', '.join(keys)})" if keys else ""))
     return [AttestationRecorded(current, cmd.item, text, cmd.by, cmd.at)]

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.executors.base import Rejected
 from engine.messages import (
     EntryReserved,
     OrderFailed,
@@ -122,6 +123,23 @@ async def _record(engine, kind: str, passed: bool, detail: str, by: str) -> None
     await engine.sequencer.submit(RecordDrill(kind, passed, detail, engine.network, engine.now(), by))
 
 
+class _Refusing:
+    """The executor in front of the failure drill's own orders: their broadcast is refused before
+    anything is sent, a definite failure by construction, whatever executor stands behind (paper
+    now, EVM and Solana later: the same protocol). Every other call goes to the real one."""
+
+    def __init__(self, inner, orders: set[int]):
+        self.inner, self.orders = inner, orders
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def broadcast(self, order):
+        if order.id in self.orders and order.state == "signed":
+            return Rejected("refused by the failure drill (never sent)")
+        return await self.inner.broadcast(order)
+
+
 class _Watch:
     """Collects the drill's own orders' outcomes from the sequencer's published events."""
 
@@ -154,10 +172,13 @@ async def failure(engine, say) -> str:
     before = _quote_cash(book)
     watch = _Watch(engine)
     orders: list[int] = []
+    refused: set[int] = set()
+    real = dict(engine.executors)
+    engine.executors.update({name: _Refusing(executor, refused) for name, executor in real.items()})
     try:
         for chain, token in sorted(chosen.items()):
             reserved = await _reserve(engine, chain, token, book.policy.limits.min_position)
-            engine.executors[chain].refuse.add(reserved.order_id)
+            refused.add(reserved.order_id)
             orders.append(reserved.order_id)
             say(f"reserved {from_units(reserved.amount, book.policy.chains[chain].quote_decimals)} "
                 f"on {chain}/{token} (order {reserved.order_id}); its broadcast will be refused")
@@ -166,8 +187,7 @@ async def failure(engine, say) -> str:
         # them may be left for a later owner to send for real.
         settled = await engine.settle()
         watch.stop()
-        for executor in engine.executors.values():
-            executor.refuse.clear()
+        engine.executors.update(real)
     if not settled:
         raise DrillFailed("orders still in flight after 200 blocks")
     for order_id in orders:

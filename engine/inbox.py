@@ -203,10 +203,8 @@ async def promotion_args(engine, args: dict) -> dict:
     """The owner measures the evidence itself (a sender's word is not evidence), just before
     deciding; the decider refuses a promotion with anything missing."""
     from engine.rollout import as_json, checklist, evidence_of
-    from engine.stages import stage
-
     book = engine.book
-    current = stage(book.meta.get("stage"))
+    current = book.policy.stages[book.meta.get("stage")]
     db = Path(engine.settings.home) / "botctl.db"
     ev = await asyncio.to_thread(evidence_of, db, book.policy, current.name)
     rollout = engine.settings.rollout

@@ -77,7 +77,7 @@ def _driver_point(point: str) -> None:
     crash_point(f"exit_{name}" if intent == "exit" else name)
 
 
-def policy_for(settings: Settings, market: dict | None = None, ceiling=None) -> Policy:
+def policy_for(settings: Settings, market: dict | None = None, stages: dict | None = None) -> Policy:
     chains = {name: chain.policy() for name, chain in (market or CHAINS).items()}
     limits = Limits(
         max_position=settings.max_position_usd,
@@ -89,7 +89,7 @@ def policy_for(settings: Settings, market: dict | None = None, ceiling=None) -> 
         max_consecutive_losses=settings.max_consecutive_losses,
     )
     live = settings.mode == "live" and not settings.dry_run  # real funds move: the stage must allow them
-    return Policy(chains, limits, live=live, ceiling=ceiling)
+    return Policy(chains, limits, live=live, **({"stages": stages} if stages else {}))
 
 
 @dataclass
@@ -272,11 +272,11 @@ class Engine:
 
 
 async def build(settings: Settings, signals: str | None = None, command: str = "botctl run",
-                market: dict | None = None, ceiling=None, purpose: str = "trade") -> Engine:
+                market: dict | None = None, stages: dict | None = None, purpose: str = "trade") -> Engine:
     """The engine, owning the book (raises storage.owner.OwnerBusy if another process does).
 
-    `market` replaces the simulated market's chains and tokens, and `ceiling` the stage's
-    ceiling (load benchmarks use thousands of tokens and positions; nothing else sets these)."""
+    `market` replaces the simulated market's chains and tokens, and `stages` the shipped stages
+    (load benchmarks use thousands of tokens and positions; nothing else sets these)."""
     from engine.stages import StageError, check_settings
 
     if settings.mode != "paper":
@@ -284,10 +284,11 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
 
         await live_mode(settings)  # raises SettingsError with the first reason it cannot start
     market = market or CHAINS
-    home, ownership, writer, book = await _own(settings, command, policy_for(settings, market, ceiling))
+    policy = policy_for(settings, market, stages)
+    home, ownership, writer, book = await _own(settings, command, policy)
     try:
         try:
-            check_settings(settings, book.meta.get("stage"), ceiling)  # under the lock: the stage cannot move
+            check_settings(settings, book.meta.get("stage"), policy.stages)  # under the lock: the stage is still
         except StageError as exc:
             raise SettingsError(str(exc)) from None
         p = settings.paper

@@ -12,16 +12,10 @@ from decimal import Decimal
 from engine.book import Book
 from engine.messages import ReserveEntry, TradingState
 from engine.money import from_units, to_units
-from engine.stages import Stage, stage
 
 
 class Denied(Exception):
     """Raised inside the pure rules only; the decider turns it into a denial event."""
-
-
-def stage_of(book: Book) -> Stage:
-    """The stored stage's ceilings (the shipped profiles' figures: no config loosens them)."""
-    return stage(book.meta.get("stage"))
 
 
 def exposure(book: Book) -> Decimal:
@@ -43,12 +37,10 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
     chain = book.policy.chains.get(cmd.chain)
     if chain is None:
         raise Denied(f"unknown chain {cmd.chain!r}")
-    if limits.allowed_chains is not None and cmd.chain not in limits.allowed_chains:
-        raise Denied(f"chain {cmd.chain} is not allowed at this stage")
-    current = stage_of(book)
+    current = book.policy.stages[book.meta.get("stage")]  # the stored stage: no config loosens it
     if book.policy.live and not current.live_funds:
         raise Denied(f"stage {current.name} does not allow live funds")
-    ceiling = book.policy.ceiling or current.ceiling
+    ceiling = current.ceiling
     if chain.kind not in ceiling.chain_kinds:
         raise Denied(f"stage {current.name} allows {' and '.join(ceiling.chain_kinds)} chains only, "
                      f"not {cmd.chain} ({chain.kind})")

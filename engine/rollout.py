@@ -17,7 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 
 from engine.stages import Stage
-from engine.stages import stage as stage_named
 
 EVIDENCE_KINDS = ("RunStarted", "Heartbeat", "PositionClosed", "Reconciled", "DrillRecorded",
                   "AttestationRecorded")
@@ -116,7 +115,7 @@ def evidence_of(db: Path, policy, stage_name: str | None = None, audit: bool = T
     from engine.stages import stored_stage
 
     stage_name = stage_name or stored_stage(db) or "paper"
-    network = stage_named(stage_name).promotion.network
+    network = policy.stages[stage_name].promotion.network
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")

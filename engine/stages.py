@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
 from importlib import resources
@@ -56,9 +56,13 @@ class Stage:
     title: str
     next: str | None
     networks: tuple[str, ...]
-    live_funds: bool
     ceiling: Ceiling = field(default_factory=Ceiling)
     promotion: Promotion = field(default_factory=Promotion)
+
+    @property
+    def live_funds(self) -> bool:
+        """Real money moves only on a mainnet, and only a stage that trades there allows it."""
+        return "mainnet" in self.networks
 
     @property
     def previous(self) -> str | None:
@@ -83,7 +87,6 @@ def _stage(name: str, data: dict) -> Stage:
         title=meta.get("title", name),
         next=meta.get("next"),
         networks=tuple(meta.get("networks", ("paper",))),
-        live_funds=bool(meta.get("live_funds", False)),
         ceiling=Ceiling(
             dry_run=c.get("dry_run"),
             max_slippage_bps=c.get("max_slippage_bps"),
@@ -116,6 +119,12 @@ def stages() -> dict[str, Stage]:
         with open(profile_file(name), "rb") as fh:
             out[name] = _stage(name, tomllib.load(fh))
     return out
+
+
+def unbounded() -> dict[str, Stage]:
+    """Every stage with no ceiling at all: for load benchmarks (10,000 positions) and the few tests
+    whose scenario is beyond every stage by design. Nothing in the product asks for it."""
+    return {name: replace(s, ceiling=Ceiling()) for name, s in stages().items()}
 
 
 def stage(name: str) -> Stage:
@@ -164,18 +173,18 @@ def breaches(settings, ceiling: Ceiling, stage_name: str) -> list[str]:
     return out
 
 
-def check_settings(settings, stored: str | None, ceiling: Ceiling | None = None) -> None:
-    """Refuse settings beyond the profile's ceiling (or `ceiling`, which replaces it: load
-    benchmarks only), or a profile looser than the stored stage."""
+def check_settings(settings, stored: str | None, table: dict[str, Stage] | None = None) -> None:
+    """Refuse settings beyond the profile's ceiling, or a profile looser than the stored stage.
+    `table` is the stages in force (the shipped ones unless a benchmark says otherwise)."""
     profile = settings.profile
     stored = stored or ORDER[0]  # no book yet: it will begin at the first stage
     if looser(profile, stored):
         raise StageError(f"stage is {stored}: promote first (botctl rollout) - profile {profile} is looser "
                          f"than the stage the book is in")
-    current = stage(profile)
+    current = (table or stages())[profile]
     if settings.mode == "paper" and "paper" not in current.networks:
         raise StageError(f"profile {profile} does not run paper mode")
-    problems = breaches(settings, ceiling or current.ceiling, profile)
+    problems = breaches(settings, current.ceiling, profile)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise StageError(problems[0] + more)

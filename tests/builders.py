@@ -58,8 +58,8 @@ def usd(x: int | str | Decimal) -> int:
 def policy(tokens: dict[str, dict[str, int]] | None = None, **limits: Any) -> Policy:
     """Two chains (solana, base) and the default Limits, overridable by keyword.
 
-    The book's stage (paper) bounds these too; `ceiling=Ceiling()` lifts that for a test whose
-    scenario is beyond the paper stage (e.g. 30 open positions).
+    The book's stage (paper) bounds these too; `stages=unbounded()` (engine.stages) lifts that
+    for a test whose scenario is beyond the paper stage (e.g. 30 open positions).
 
     `tokens={"base": {"T1": 18}}` puts an allow-list on a chain.
     """
@@ -71,10 +71,8 @@ def policy(tokens: dict[str, dict[str, int]] | None = None, **limits: Any) -> Po
     for key in ("max_position", "default_position", "min_position", "max_exposure"):
         if key in limits:
             limits[key] = Decimal(str(limits[key]))
-    if "allowed_chains" in limits and limits["allowed_chains"] is not None:
-        limits["allowed_chains"] = frozenset(limits["allowed_chains"])
-    ceiling = limits.pop("ceiling", None)
-    return Policy(chains=chains, limits=Limits(**limits), ceiling=ceiling)
+    stages = limits.pop("stages", None)
+    return Policy(chains=chains, limits=Limits(**limits), **({"stages": stages} if stages else {}))
 
 
 ADDRESS = {"solana": SOLANA_ADDRESS, "base": BASE_ADDRESS}

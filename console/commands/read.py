@@ -14,7 +14,7 @@ import typer
 
 from console.commands.common import context
 from console.errors import Failed
-from console.output import emit_json, money, plain, price, size, table, when
+from console.output import amount, emit_json, money, plain, price, table, when
 
 JSON = typer.Option(False, "--json", help="One JSON value on stdout (amounts as decimal strings).")
 
@@ -65,7 +65,7 @@ def positions(all_: bool = typer.Option(False, "--all", help="Include closed pos
                    for r in rows])
         return
     table("Positions", ["id", "chain", "token", "state", "size", "cost", "entry", "mark", "pnl", "opened"],
-          [[str(r["id"]), r["chain"], r["token"], r["state"], size(r["size"]), money(r["cost"]),
+          [[str(r["id"]), r["chain"], r["token"], r["state"], amount(r["size"]), money(r["cost"]),
             price(r["entry_price"]), price(r["mark_price"]), money(r["pnl"]), when(r["opened_at"])] for r in rows],
           {0, 4, 5, 6, 7, 8})
 
@@ -123,7 +123,7 @@ def history(limit: int = typer.Option(50, "--limit", min=1, help="How many rows,
                                       "tx_id", "at", "quote_amount", "network_fee")} for r in rows])
         return
     table("History", ["id", "position", "side", "chain", "token", "amount", "quote", "price", "fee", "at"],
-          [[str(r["id"]), str(r["position_id"]), r["side"], r["chain"], r["token"], size(r["amount"]),
+          [[str(r["id"]), str(r["position_id"]), r["side"], r["chain"], r["token"], amount(r["amount"]),
             money(r["quote_amount"]), price(r["price"]), money(r["fee"], 4), when(r["at"])] for r in rows],
           {0, 1, 5, 6, 7, 8})
 

@@ -515,55 +515,35 @@ class BotctlApp(App):
             self.events.add([(message.detail, "bold red")])
 
     def action_audit(self) -> None:
-        if self.engine is None:
-            return
-        screen = InfoScreen("Audit", "replaying the journal and checking every invariant…")
-        self.push_screen(screen)
-        self._audit(screen)
-
-    @work(group="audit", exclusive=True, exit_on_error=False)
-    async def _audit(self, screen: InfoScreen) -> None:
-        from engine.kernel import DB_NAME
-
-        db = Path(self.settings.home) / DB_NAME
-        policy = self.engine.book.policy
-        started = time.monotonic()
-        try:
-            problems, events = await asyncio.to_thread(run_audit, db, policy)
-        except Exception as exc:
-            screen.show("Audit failed", f"{type(exc).__name__}: {exc}", danger=True)
-            return
-        took = time.monotonic() - started
-        if problems:
-            body = Text()
-            for line in problems:
-                body.append(f"violation: {line}\n", "red")
-            screen.show(f"Audit: {len(problems)} violation(s)", body, danger=True)
-            self.events.add([(f"audit: {len(problems)} violation(s)", "bold red")])
-        else:
-            screen.show("Audit clean", f"{events} journal events replayed in {took:.1f} s; every invariant holds.")
-            self.events.add([(f"audit clean: {events} journal events replayed", "green")])
+        self._report("Audit", "replaying the journal and checking every invariant…", audit_report)
 
     def action_rollout(self) -> None:
         """The staged-rollout checklist, measured from the database like `botctl rollout check`."""
+        self._report("Rollout", "measuring the evidence and running the audit…", rollout_report)
+
+    def _report(self, title: str, waiting: str, compute) -> None:
+        """A read-only report on a modal screen, computed in a thread on its own connection."""
         if self.engine is None:
             return
-        screen = InfoScreen("Rollout", "measuring the evidence and running the audit…")
+        screen = InfoScreen(title, waiting)
         self.push_screen(screen)
-        self._rollout(screen)
+        self._fill(screen, title, compute)
 
-    @work(group="rollout", exclusive=True, exit_on_error=False)
-    async def _rollout(self, screen: InfoScreen) -> None:
+    @work(group="report", exclusive=True, exit_on_error=False)
+    async def _fill(self, screen: InfoScreen, title: str, compute) -> None:
         from engine.kernel import DB_NAME
 
         db = Path(self.settings.home) / DB_NAME
+        book = self.engine.book
         try:
-            title, body, ready = await asyncio.to_thread(rollout_text, db, self.engine.book.policy,
-                                                         self.engine.book.meta.get("stage"), self.settings)
+            heading, body, danger, line = await asyncio.to_thread(compute, db, book.policy, book.meta.get("stage"),
+                                                                  self.settings)
         except Exception as exc:
-            screen.show("Rollout: could not measure", f"{type(exc).__name__}: {exc}", danger=True)
+            screen.show(f"{title} failed", f"{type(exc).__name__}: {exc}", danger=True)
             return
-        screen.show(title, body)
+        screen.show(heading, body, danger=danger)
+        if line is not None:
+            self.events.add([line])
 
     def action_help(self) -> None:
         self.push_screen(InfoScreen("Keys", HELP))
@@ -662,18 +642,33 @@ class BotctlApp(App):
         yield from super().get_system_commands(screen)
 
 
-def rollout_text(db: Path, policy, stage_name: str, settings) -> tuple[str, Text, bool]:
+def audit_report(db: Path, policy, _stage: str, _settings) -> tuple[str, Text | str, bool, tuple | None]:
+    """The audit on a read-only connection, in one read transaction (runs in a thread)."""
+    from engine.audit import audit_file
+
+    started = time.monotonic()
+    problems, events = audit_file(db, policy)
+    if problems:
+        body = Text()
+        for line in problems:
+            body.append(f"violation: {line}\n", "red")
+        return (f"Audit: {len(problems)} violation(s)", body, True,
+                (f"audit: {len(problems)} violation(s)", "bold red"))
+    took = time.monotonic() - started
+    return ("Audit clean", f"{events} journal events replayed in {took:.1f} s; every invariant holds.", False,
+            (f"audit clean: {events} journal events replayed", "green"))
+
+
+def rollout_report(db: Path, policy, stage_name: str, settings) -> tuple[str, Text, bool, None]:
     """The checklist as the screen shows it (runs in a thread: it reads and audits)."""
     from engine.rollout import checklist, evidence_of
-    from engine.stages import stage
-
-    current = stage(stage_name)
+    current = policy.stages[stage_name]
     ev = evidence_of(db, policy, current.name)
     items = checklist(current, ev, settings.rollout.min_hours, settings.rollout.min_trades)
     body = Text()
     if current.next is None:
         body.append("The last stage: nothing to promote to.\n")
-        return f"Rollout: stage {current.name}", body, True
+        return f"Rollout: stage {current.name}", body, False, None
     done = sum(1 for i in items if i.ok)
     for item in items:
         body.append(" ok  " if item.ok else " MISS ", "green" if item.ok else "bold red")
@@ -684,12 +679,4 @@ def rollout_text(db: Path, policy, stage_name: str, settings) -> tuple[str, Text
     body.append(f"\nEvidence counts on {ev.network} only. Attest with `botctl rollout attest KEY`; "
                 f"run drills with `botctl drill KIND` (with the console closed); promote with "
                 f"`botctl rollout promote`.", "dim")
-    ready = done == len(items)
-    return f"Rollout: {current.name} -> {current.next}, {done}/{len(items)} done", body, ready
-
-
-def run_audit(db: Path, policy) -> tuple[list[str], int]:
-    """The audit on a read-only connection, in one read transaction (runs in a thread)."""
-    from engine.audit import audit_file
-
-    return audit_file(db, policy)
+    return f"Rollout: {current.name} -> {current.next}, {done}/{len(items)} done", body, False, None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from console.output import money, price  # noqa: F401  (re-exported: one formatting vocabulary)
+from console.output import amount, money, price  # noqa: F401  (re-exported: one formatting vocabulary)
 
 
 def compact_price(value: Decimal | None, significant: int = 5) -> str:
@@ -29,20 +29,6 @@ def signed(value: Decimal | None, places: int = 2) -> str:
     if text.lstrip("-").strip("0.,") == "":
         return f"{0:.{places}f}"  # no "-0.00"
     return text if text.startswith("-") else "+" + text
-
-
-def amount(value: Decimal | None) -> str:
-    """A token amount, compact: 114,461 / 22.4705 / 0.000123."""
-    if value is None:
-        return "-"
-    v = abs(value)
-    if v >= 10_000_000:
-        return f"{value / 1_000_000:,.1f}M"
-    if v >= 1_000:
-        return f"{value:,.0f}"
-    if v >= 1:
-        return f"{value:.4f}"
-    return f"{value:.4g}"
 
 
 def age(ms: int | None) -> str:

@@ -57,7 +57,6 @@ class PaperExecutor:
         self.seed = venue.seed
         self.fee_bps = venue.params.fee_bps
         self._attempts: dict[str, int] = {}
-        self.refuse: set[int] = set()  # order ids whose first broadcast is refused (the failure drill)
 
     async def fee_reserve(self) -> int:
         return network_fee_cap(self.spec.kind)
@@ -111,7 +110,7 @@ class PaperExecutor:
         attempt = self._attempts.get(order.tx_id, 0)
         self._attempts[order.tx_id] = attempt + 1
         draw = rng(self.seed, "fault", order.tx_id, attempt).randrange(10_000)
-        if attempt == 0 and order.state == "signed" and (draw < self.faults.fail_rate_bps or order.id in self.refuse):
+        if attempt == 0 and order.state == "signed" and draw < self.faults.fail_rate_bps:
             return "reject"
         draw = rng(self.seed, "lost", order.tx_id, attempt).randrange(10_000)
         if draw < self.faults.unknown_rate_bps:

@@ -64,7 +64,7 @@ from engine.executors.paper import Faults  # noqa: E402
 from engine.messages import MarkPrices, PricesMarked, ReserveEntry  # noqa: E402
 from engine.paper.market import BASE, SOLANA, PaperChain, PaperToken, _address  # noqa: E402
 from engine.settings import Settings  # noqa: E402
-from engine.stages import Ceiling  # noqa: E402
+from engine.stages import unbounded  # noqa: E402
 
 _T_IMPORTED = time.time()
 
@@ -101,8 +101,8 @@ def make_market(tokens_per_chain: int) -> dict[str, PaperChain]:
 
 
 # A load benchmark opens 10,000 positions: far beyond any stage's ceiling, by design. Its settings
-# are built without a profile, and the engine is told this ceiling instead of the stage's.
-UNBOUNDED = Ceiling(chain_kinds=("evm", "solana"))
+# are built without a profile, and the engine is given stages without ceilings.
+UNBOUNDED = unbounded()
 
 
 def make_settings(home: Path):
@@ -364,7 +364,7 @@ async def build_state(home: Path, sizes: dict, pad: str) -> dict:
     market = make_market(sizes["tokens"])
     settings = make_settings(home)
     info: dict = {}
-    engine = await kernel.build(settings, market=market, ceiling=UNBOUNDED)
+    engine = await kernel.build(settings, market=market, stages=UNBOUNDED)
     try:
         speed_up_venue_reads(engine)
         t = time.perf_counter()
@@ -436,7 +436,7 @@ def restart_child(home: Path, tokens: int, profile: bool) -> None:
 
     async def go():
         t = time.perf_counter()
-        engine = await kernel.build(settings, market=market, ceiling=UNBOUNDED)
+        engine = await kernel.build(settings, market=market, stages=UNBOUNDED)
         phases["build"] = time.perf_counter() - t
         ready = time.time()
         rec = engine.last_reconciliation

@@ -41,7 +41,7 @@ from engine.messages import (
     ReserveEntry,
 )
 from engine.sequencer import Sequencer
-from engine.stages import Ceiling
+from engine.stages import unbounded
 from storage import Writer
 
 COMMANDS_PER_TRADE = 7
@@ -75,7 +75,7 @@ def make_policy() -> Policy:
         "base": ChainPolicy("base", "evm", "0xabc", 6, 18, {}),
     }
     # A load benchmark, far beyond any stage's ceiling by design: it says so.
-    return Policy(chains, limits, ceiling=Ceiling())
+    return Policy(chains, limits, stages=unbounded())
 
 
 def _now() -> int:

@@ -82,7 +82,7 @@ def summary(name: str, values: list[float]) -> str:
 async def build_state(home: Path, positions: int):
     market = recovery.make_market(positions // 2 + 600)
     settings = recovery.make_settings(home)
-    engine = await kernel.build(settings, market=market, ceiling=recovery.UNBOUNDED)
+    engine = await kernel.build(settings, market=market, stages=recovery.UNBOUNDED)
     recovery.speed_up_venue_reads(engine)  # exact, write-invalidated caches of the venue's reads
     await recovery.open_positions(engine, market, positions)
     return engine, market

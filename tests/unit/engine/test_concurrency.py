@@ -169,9 +169,9 @@ async def test_a_close_racing_the_exit_fill_is_denied(make_engine):
 
 
 async def test_many_mixed_commands_at_once_stay_consistent(make_engine):
-    from engine.stages import Ceiling
+    from engine.stages import unbounded
 
-    h = await make_engine(policy(max_open_positions=30, ceiling=Ceiling()), cash={"base": usd(1000), "solana": usd(500)})
+    h = await make_engine(policy(max_open_positions=30, stages=unbounded()), cash={"base": usd(1000), "solana": usd(500)})
     positions = [await h.open_position("base", f"B{i}", usd(20), TOKEN) for i in range(3)]
     cmds = [reserve("base", f"N{i}", usd(30)) for i in range(5)]
     cmds += [reserve("solana", f"S{i}", None) for i in range(12)]

@@ -126,8 +126,6 @@ RESERVE_CASES = [
     Case("halted", reserve(), "trading is halted", FUNDED + [halt()]),
     Case("reducing (paused)", reserve(), "trading is reducing", FUNDED + [pause()]),
     Case("unknown chain", reserve("ethereum", "T1"), "unknown chain 'ethereum'", FUNDED),
-    Case("chain not allowed at this stage", reserve("base", "T1"), "chain base is not allowed",
-         FUNDED, pol=policy(allowed_chains={"solana"})),
     Case("token not on the allow-list", reserve("base", "T2"), "token T2 is not on the base allow-list",
          FUNDED, pol=policy(tokens={"base": {"T1": 18}})),
     Case("token has an open position", reserve("base", "T1", usd(10)), "base/T1 already has an open position",

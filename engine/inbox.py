@@ -79,21 +79,6 @@ def post(db: Path, command: str, args: dict, sender: str | None = None) -> int:
     return ident
 
 
-def withdraw(db: Path, ident: int, reason: str) -> bool:
-    """The sender takes back its own row that nobody decided (its one-off owner could not start).
-
-    Best effort by design: an owner that read the row in the instant before decides it anyway
-    (its answer then replaces this one); the sender checks before posting what it can."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
-    try:
-        answer = json.dumps({"ok": [], "refused": [f"not decided: {reason}"], "closing": []})
-        cur = conn.execute("UPDATE inbox SET state = 'failed', result = ?, decided_at = ? "
-                           "WHERE id = ? AND state = 'pending'", (answer, int(time.time() * 1000), ident))
-        return cur.rowcount == 1
-    finally:
-        conn.close()
-
-
 def nudge(home: Path) -> None:
     path = Path(home) / SOCKET_NAME
     if not path.exists():

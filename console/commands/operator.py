@@ -59,79 +59,50 @@ def _preview(position: dict, fee_bps: int) -> str:
 
 
 async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool, timeout: float) -> dict:
-    """Post the command; make sure an owner decides it; return the decided row."""
-    from engine import inbox
-    from storage.owner import current_owner
+    """Post the command; make sure an owner decides it; return the decided row.
 
+    With nobody owning the book, this process takes it FIRST and posts only then: a command is
+    never left queued by a process that could not decide it (it would run at the next start)."""
+    from engine import inbox
+    from storage.owner import OwnerBusy, current_owner
+
+    if no_wait or current_owner(settings.home) is not None:
+        ident = inbox.post(db, command, args)
+        return {"id": ident, "state": "pending"} if no_wait else await inbox.wait(db, ident, timeout)
     stage_command = command in inbox.STAGE_COMMANDS
-    if not stage_command and current_owner(settings.home) is None:
-        _can_act_alone(settings, db)  # before posting: a refused command must never run later
-    ident = inbox.post(db, command, args)
-    if no_wait:
-        return {"id": ident, "state": "pending"}
-    if current_owner(settings.home) is None:
-        try:
-            if stage_command:
-                await _one_off_book(settings)
-            else:
-                await _one_off(settings)
-        except BaseException as exc:
-            inbox.withdraw(db, ident, str(exc) or type(exc).__name__)
-            raise
+    try:
+        owner = await (_own_book(settings) if stage_command else _own_engine(settings))
+    except OwnerBusy:  # someone started meanwhile: they decide it
+        ident = inbox.post(db, command, args)
+        return await inbox.wait(db, ident, timeout)
+    try:
+        ident = inbox.post(db, command, args)
+        await inbox.InboxPoller(owner).drain(only=inbox.STAGE_COMMANDS if stage_command else None)
+        if not stage_command:
+            await owner.settle()
+    finally:
+        await owner.close()
     return await inbox.wait(db, ident, timeout)
 
 
-def _can_act_alone(settings, db: Path) -> None:
-    """Can this process start the engine to decide a command itself? Say why not, up front."""
-    from engine.settings import SettingsError
-    from engine.stages import StageError, check_settings, stored_stage
-
-    if settings.mode != "paper":
-        raise Failed(f"no engine owns the book, and this process cannot start the {settings.profile} engine "
-                     f"(mode {settings.mode}): start it (botctl run / botctl tui), or act on the paper book "
-                     "with BOTCTL_PROFILE=paper")
-    try:
-        check_settings(settings, stored_stage(db))
-    except StageError as exc:
-        raise SettingsError(str(exc)) from None
-
-
-async def _one_off_book(settings) -> None:
-    """A stage command with nobody owning the book: own the book alone (no venue), decide, let go."""
-    from engine.inbox import STAGE_COMMANDS, InboxPoller
+async def _own_book(settings):
+    """A stage command moves no funds: the book alone (no venue), so that a demotion works even
+    when the stage's own engine cannot start."""
     from engine.kernel import open_book
-    from storage.owner import OwnerBusy
 
-    try:
-        owner = await open_book(settings, command_line())
-    except OwnerBusy:
-        return  # someone started meanwhile: they decide it
-    try:
-        await InboxPoller(owner).drain(only=STAGE_COMMANDS)
-    finally:
-        await owner.close()
+    return await open_book(settings, command_line())
 
 
-async def _one_off(settings) -> None:
-    """Nobody owns the book: own it for this command, settle what it sent, let go."""
+async def _own_engine(settings):
+    """The engine for just this command (reconciling first, as on any start), deciding nothing else."""
     from engine import logs
     from engine.kernel import build
     from storage import ensure_home
-    from storage.owner import OwnerBusy
 
     logs.setup(ensure_home(settings.home))
-    try:
-        engine = await build(settings, command=command_line())
-    except OwnerBusy:
-        return  # someone started meanwhile: they decide it
-    try:
-        engine.automatic = False
-        from engine.inbox import InboxPoller
-
-        await InboxPoller(engine).drain()
-        await engine.settle()
-    finally:
-        await engine.close()
+    engine = await build(settings, command=command_line())
+    engine.automatic = False
+    return engine
 
 
 async def _await_closed(db: Path, policy, ids: list[int], timeout: float) -> list[dict]:

@@ -176,17 +176,22 @@ async def measure(engine, seconds: float, rate: float, ticks_per_s: float) -> di
         def moved(price: Decimal) -> Decimal:
             return (price * (10_000 + draw.randint(-40, 40)) / 10_000).quantize(Decimal("1e-12")).normalize()
 
-        async def producer():
+        async def paced(period_s: float, first: int = 0):
+            """Yields 1, 2, ... at `first`, `first + 1`, ... periods from now, until stop_at."""
             start = time.perf_counter()
             n = 0
             while True:
-                due = start + n / rate
-                now = time.perf_counter()
+                due = start + (n + first) * period_s
                 if due >= stop_at:
                     return
+                now = time.perf_counter()
                 if due > now:
                     await asyncio.sleep(due - now)
                 n += 1
+                yield n
+
+        async def producer():
+            async for _n in paced(1 / rate):
                 on_screen = table.visible_keys()
                 pid = draw.choice(on_screen) if on_screen else None
                 position = book.positions.base.get(pid) if pid is not None else None
@@ -203,33 +208,15 @@ async def measure(engine, seconds: float, rate: float, ticks_per_s: float) -> di
         async def ticker():
             if ticks_per_s <= 0:
                 return
-            start = time.perf_counter()
-            n = 0
-            while True:
-                due = start + n / ticks_per_s
-                if due >= stop_at:
-                    return
-                now = time.perf_counter()
-                if due > now:
-                    await asyncio.sleep(due - now)
-                n += 1
+            async for _n in paced(1 / ticks_per_s):
                 t = time.perf_counter()
                 await engine.tick()
                 counts["ticks"] += 1
                 counts["tick_s"] += time.perf_counter() - t
 
         async def keys():
-            n = 0
-            start = time.perf_counter()
             paused = False
-            while True:
-                due = start + (n + 1) * KEY_EVERY_S
-                if due >= stop_at:
-                    return
-                now = time.perf_counter()
-                if due > now:
-                    await asyncio.sleep(due - now)
-                n += 1
+            async for n in paced(KEY_EVERY_S, first=1):
                 if n % int(PAUSE_EVERY_S / KEY_EVERY_S) == 0:
                     paused = not paused
                     expect["pause"] = ("PAUSED" if paused else "RUNNING", time.perf_counter())

@@ -16,6 +16,13 @@ from engine.messages import EntryReserved, RequestClose, TradingState
 SIZE = (120, 40)
 
 
+async def done(app, pilot, *keys):
+    """Press keys, then wait until what they started (workers, repaints) has finished."""
+    await pilot.press(*keys)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 def recorder():
     seen = []
 
@@ -160,18 +167,14 @@ async def test_quit_with_orders_in_flight_asks_and_settling_leaves_nothing_in_fl
 async def test_quit_with_nothing_in_flight_quits_at_once(engine):
     app = BotctlApp(engine=engine, run_engine=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("q")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await done(app, pilot, "q")
         assert not app.is_running
 
 
 async def test_audit_shows_a_clean_result(engine):
     app = BotctlApp(engine=engine, run_engine=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("a")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await done(app, pilot, "a")
         assert isinstance(app.screen, InfoScreen)
         assert str(app.screen.query_one("#dialog-title").render()).startswith("Audit clean")
         await pilot.press("escape")
@@ -181,9 +184,7 @@ async def test_audit_shows_a_clean_result(engine):
 async def test_r_shows_the_rollout_checklist_measured_from_the_database(engine):
     app = BotctlApp(engine=engine, run_engine=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("r")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await done(app, pilot, "r")
         assert isinstance(app.screen, InfoScreen)
         title = str(app.screen.query_one("#dialog-title").render())
         assert title.startswith("Rollout: paper -> testnet,") and "done" in title

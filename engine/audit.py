@@ -1,33 +1,135 @@
 """`botctl audit`: recompute everything from the journal and check the invariants.
 
 Three independent views must agree: the journal (replayed through `evolve`),
-the postings (summed), and the read-model tables. Then the invariants of
-DESIGN section 1 are checked on the tables. Each violation is one line an
-operator can act on.
+the postings, and the read-model tables. Every value the engine keeps is
+either replayed and compared (every persisted table, every meta key, missing
+meta rows read as the defaults the engine would load) or checked against the
+journal (meta.seq is the last journal seq, seqs have no gaps, each row's `at`
+is its event's). Then the invariants of DESIGN section 1 are checked on the
+tables. Each violation is one line an operator can act on.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Callable, Iterable
+import re
+from collections import Counter, defaultdict
+from enum import Enum
+from typing import Callable, Iterable, NamedTuple
 
-from engine.book import LIVE_ORDER_STATES, Book, Policy
+from engine.book import LIVE_ORDER_STATES, META_DEFAULTS, Book, Policy
 from engine.decider import evolve
 from engine.persist import PERSISTED, decode_event, table_images
+from storage import StorageError
+from storage.schema import SCHEMA_VERSION
 
 Query = Callable[[str], Iterable[tuple]]
 
 
-def replay(journal: Iterable[tuple[str, str]], policy: Policy) -> dict[str, dict]:
-    """Table images as the journal says they must be (closed rows included)."""
+class Replay(NamedTuple):
+    """The journal replayed: table images as it says they must be (closed rows included), the
+    postings its events carry, what in it is wrong, and whether that stopped the replay."""
+
+    images: dict[str, dict]
+    postings: Counter
+    problems: list[str]
+    stopped: bool
+
+
+def replay_journal(rows: Iterable[tuple[int, int, str, str]], policy: Policy) -> Replay:
+    """Replay (seq, at, kind, data) rows in seq order. An event that cannot be read or applied
+    stops the replay there: every comparison after it would only repeat that finding."""
     book = Book(policy).overlay()
-    for kind, data in journal:
-        evolve(book, decode_event(kind, data))
-    images = {}
+    postings: Counter = Counter()
+    problems: list[str] = []
+    last, stopped = 0, False
+    for seq, at, kind, data in rows:
+        if seq != last + 1:
+            problems.append(f"journal seq jumps from {last} to {seq}: events are missing")
+        last = seq
+        try:
+            event = decode_event(kind, data)
+        except Exception as exc:  # a row the engine did not write: say which, never crash
+            problems.append(f"journal event {seq} ({kind}) cannot be read: {type(exc).__name__}: {exc}")
+            stopped = True
+            break
+        if event.at != at:
+            problems.append(f"journal event {seq} ({kind}) is dated {at} in its row but {event.at} in its data")
+        try:
+            evolve(book, event)
+        except Exception as exc:
+            problems.append(f"journal event {seq} ({kind}) cannot be replayed: {type(exc).__name__}: {exc}")
+            stopped = True
+            break
+        for p in getattr(event, "postings", ()):
+            postings[(seq, p.chain, p.asset, p.dr, p.cr, p.amount)] += 1
+    images = {name: {k: v for k, v in getattr(book, name).local.items() if v is not None} for name in PERSISTED}
+    # meta as the engine would load it: defaults, what events set, and the sequencer's seq (the last event's)
+    images["meta"] = {**META_DEFAULTS, **images["meta"], "seq": last}
+    return Replay(images, postings, problems, stopped)
+
+
+UNREADABLE = (ValueError, ArithmeticError, TypeError)  # int(), Decimal() and enum lookups of bad text
+
+
+def _one_table(query: Query, name: str, rows: list | None = None) -> Query:
+    """`query` with every table but `name` read as empty (and `name` as `rows`, if given): how
+    `read_tables` finds the rows holding a value botctl cannot read."""
+
+    def only(sql: str):
+        if re.search(rf"\bFROM {name}\b", sql):
+            return query(sql) if rows is None else rows
+        return []
+
+    return only
+
+
+def _readable(query: Query) -> bool:
+    try:
+        table_images(query)
+    except UNREADABLE:
+        return False
+    return True
+
+
+def _unreadable_rows(query: Query, name: str) -> list[tuple]:
+    """The rows of table `name` that botctl cannot read, fetched with the very SQL the loader uses."""
+    asked: list[str] = []
+    table_images(_one_table(lambda sql: asked.append(sql) or [], name))
+    return [row for sql in asked for row in query(sql) if not _readable(_one_table(query, name, [row]))]
+
+
+def read_tables(query: Query) -> tuple[dict[str, dict], list[str]]:
+    """The tables as the engine would load them, and the rows in them it could not read
+    (a table holding one is left out of the images: nothing else is checked on it)."""
+    try:
+        return table_images(query), []
+    except UNREADABLE:
+        pass
+    images, problems = {}, []
     for name in PERSISTED:
-        table = getattr(book, name)
-        images[name] = {k: v for k, v in table.local.items() if v is not None}
-    return images
+        if _readable(_one_table(query, name)):
+            images[name] = table_images(_one_table(query, name))[name]
+            continue
+        rows = _unreadable_rows(query, name)
+        problems += [f"table {name} row {row!r} holds a value botctl cannot read" for row in rows[:5]]
+        if len(rows) > 5:
+            problems.append(f"table {name}: {len(rows) - 5} more row(s) hold values botctl cannot read")
+        elif not rows:
+            problems.append(f"table {name} holds a value botctl cannot read")
+    return images, problems
+
+
+def read_postings(query: Query) -> tuple[Counter, list[str]]:
+    """The postings table as (seq, chain, asset, dr, cr, amount) -> how many such rows."""
+    rows: Counter = Counter()
+    problems = []
+    for seq, chain, asset, dr, cr, amount in query("SELECT seq, chain, asset, dr, cr, amount FROM postings"):
+        try:
+            rows[(seq, chain, asset, dr, cr, int(amount))] += 1
+        except UNREADABLE:
+            problems.append(f"posting of event {seq} ({chain} {asset} {dr}/{cr}) holds amount {amount!r}, "
+                            "which is not an integer")
+    return rows, problems
 
 
 def sum_postings(rows: Iterable[tuple]) -> dict[tuple, int]:
@@ -123,36 +225,93 @@ def check_invariants(images: dict[str, dict], posted: dict[tuple, int] | None = 
     return problems
 
 
+def _shown(value) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, Enum):
+        return value.value
+    return repr(value) if isinstance(value, (tuple, str)) else str(value)
+
+
+def compare_meta(expected: dict, actual: dict) -> list[str]:
+    """Every meta key as the engine would load it: a missing row reads as its default."""
+    actual = {**META_DEFAULTS, **actual}
+    problems = []
+    for key in sorted(set(expected) | set(actual)):
+        want, have = expected.get(key), actual.get(key)
+        if want == have:
+            continue
+        if key == "seq":
+            problems.append(f"meta seq is {have} but the journal's last event is {want}: "
+                            + ("the next commit would reuse a journal seq" if have < want else "seqs would skip"))
+        elif want is None:
+            problems.append(f"meta {key} is {_shown(have)}, a key no journal event sets")
+        else:
+            problems.append(f"meta {key} is {_shown(have)} but the journal says {_shown(want)}")
+    return problems
+
+
+def _rows(diffs: list, expected, actual) -> str:
+    def what(key) -> str:
+        return "missing" if key not in actual else "not in the journal" if key not in expected else "changed"
+
+    return ", ".join(f"{key!r} ({what(key)})" for key in diffs[:5]) + (" ..." if len(diffs) > 5 else "")
+
+
 def compare_images(journal_view: dict[str, dict], tables: dict[str, dict]) -> list[str]:
+    """Each table the engine writes against the journal's replay (a table missing from `tables`
+    could not be read, and is reported as such)."""
     problems = []
     for name in PERSISTED:
-        expected, actual = journal_view.get(name, {}), tables.get(name, {})
+        if name not in tables:
+            continue
+        expected, actual = journal_view.get(name, {}), tables[name]
         if name == "meta":
-            actual = {k: v for k, v in actual.items() if k in expected}
+            problems += compare_meta(expected, actual)
+            continue
         if name == "balances":
             expected, actual = _nonzero(expected), _nonzero(actual)
         if expected == actual:
             continue
-        keys = sorted(set(expected) | set(actual), key=repr)
-        diffs = [k for k in keys if expected.get(k) != actual.get(k)]
-        shown = ", ".join(repr(k) for k in diffs[:5]) + (" ..." if len(diffs) > 5 else "")
-        problems.append(f"table {name} differs from a replay of the journal at {len(diffs)} row(s): {shown}")
+        diffs = [k for k in sorted(set(expected) | set(actual), key=repr) if expected.get(k) != actual.get(k)]
+        problems.append(f"table {name} differs from a replay of the journal at {len(diffs)} row(s): "
+                        + _rows(diffs, expected, actual))
     return problems
+
+
+def compare_postings(journal: Counter, table: Counter) -> list[str]:
+    """The postings table holds exactly the journal's postings: a pair that cancels out, which
+    no balance shows, still counts."""
+    if journal == table:
+        return []
+    diffs = sorted(set((journal - table) + (table - journal)))
+    shown = ", ".join(f"event {seq} {chain} {asset} {dr}/{cr} {amount} "
+                      f"({'missing' if journal[k] > table[k] else 'not in the journal'})"
+                      for k in diffs[:5] for seq, chain, asset, dr, cr, amount in [k])
+    return [f"table postings differs from the journal's postings at {len(diffs)} row(s): {shown}"
+            + (" ..." if len(diffs) > 5 else "")]
 
 
 def audit(query: Query, policy: Policy) -> list[str]:
     """All violations found in the database behind `query` (empty list: clean)."""
-    tables = table_images(query)
-    posted = sum_postings(query("SELECT chain, asset, dr, cr, amount FROM postings"))
-    journal_view = replay(query("SELECT kind, data FROM journal ORDER BY seq"), policy)
-    problems = compare_images(journal_view, tables)
-    problems += check_invariants(tables, posted)
+    tables, problems = read_tables(query)
+    posted, unreadable = read_postings(query)
+    problems += unreadable
+    journal = replay_journal(query("SELECT seq, at, kind, data FROM journal ORDER BY seq"), policy)
+    problems += journal.problems
+    if not journal.stopped:
+        problems += compare_images(journal.images, tables)
+        if not unreadable:
+            problems += compare_postings(journal.postings, posted)
+    if len(tables) == len(PERSISTED):
+        sums = None if unreadable else sum_postings(
+            (chain, asset, dr, cr, amount * n) for (_seq, chain, asset, dr, cr, amount), n in posted.items())
+        problems += check_invariants(tables, sums)
     return problems
 
 
 def audit_book(book: Book, images: dict[str, dict]) -> list[str]:
     """The in-memory book equals the database's live rows."""
-    loaded = Book(book.policy)
     from engine.persist import book_from_images
 
     loaded = book_from_images(images, book.policy)
@@ -161,14 +320,26 @@ def audit_book(book: Book, images: dict[str, dict]) -> list[str]:
     return []
 
 
+def schema_problem(version: int) -> str | None:
+    """What is wrong with a book at schema `version`, said as the read commands say it, with the fix."""
+    if version == SCHEMA_VERSION:
+        return None
+    fix = "start the engine once to migrate" if version < SCHEMA_VERSION else "upgrade botctl"
+    return f"database schema version {version}, this botctl reads {SCHEMA_VERSION} ({fix})"
+
+
 def audit_file(db, policy: Policy) -> tuple[list[str], int]:
     """The audit of a database file on a read-only connection, in one read transaction:
-    (violations, journal events replayed)."""
+    (violations, journal events replayed). A schema this botctl does not know is refused
+    (StorageError), as every read command refuses it: its tables cannot be read as ours."""
     import sqlite3
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     try:
         conn.execute("BEGIN")
+        problem = schema_problem(conn.execute("PRAGMA user_version").fetchone()[0])
+        if problem is not None:
+            raise StorageError(problem)
         problems = audit(lambda sql: conn.execute(sql).fetchall(), policy)
         events = conn.execute("SELECT count(*) FROM journal").fetchone()[0]
         conn.execute("COMMIT")

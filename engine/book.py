@@ -142,6 +142,9 @@ class Limits:
     max_exposure: Decimal = Decimal(1000)
     cooldown_ms: int = 300_000
     max_consecutive_losses: int = 5
+    # Broadcasts refused in a row on one chain before its entries stop (0: never). A node that
+    # refuses everything would otherwise cost an order (and a no-op for its nonce) per attempt.
+    max_consecutive_rejections: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,11 @@ TABLES = (
     "slots",
     "inbox",
 )
+
+def rejections_key(chain: str) -> str:
+    """Meta key: broadcasts the node refused in a row on `chain` (the rejection breaker's count)."""
+    return f"rejected:{chain}"
+
 
 META_DEFAULTS: dict[str, Any] = {
     "seq": 0,

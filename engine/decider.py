@@ -21,13 +21,14 @@ import dataclasses
 import json
 from decimal import Decimal
 
-from engine.book import Book, Fill, NonceState, Order, Position, Reservation
+from engine.book import Book, Fill, NonceState, Order, Position, Reservation, rejections_key
 from engine.messages import (
     AbandonOrder,
     AcceptReconciliation,
     AnswerInbox,
     AttestationRecorded,
     Beat,
+    BreakerTripped,
     ChangeStage,
     CloseDenied,
     CloseRequested,
@@ -292,28 +293,40 @@ def _decide_failure(book: Book, cmd: RecordFailure) -> list:
         return _reject(cmd, "network fee must not be negative", str(order.id))
     reservation = book.reservations.get(order.reservation_id)
     postings = _release(order.chain, reservation.amount, reservation.fee_amount, cmd.network_fee)
-    failed = [OrderFailed(order.id, cmd.reason, cmd.network_fee, cmd.at, postings)]
+    rejected = cmd.nonce_unused and order.state == "signed"  # the node refused it: its nonce is still free
+    failed = [OrderFailed(order.id, cmd.reason, cmd.network_fee, cmd.at, postings, rejected=rejected)]
+    limit = book.policy.limits.max_consecutive_rejections
+    if rejected and limit and book.meta.get(rejections_key(order.chain), 0) + 1 == limit:
+        failed.append(BreakerTripped(order.chain, limit, cmd.at))
     native_back = reservation.fee_amount - cmd.network_fee
-    if cmd.nonce_unused and order.state == "signed":
+    retry = _retry_exit(book, order, reservation.fee_amount, cmd.at, native_back, 0,
+                        order.nonce if rejected else None) if order.intent == "exit" else []
+    if rejected and not retry:  # nobody else will use this nonce: fill it, so later ones can land
         failed += _refill(book, order, cmd.refill_fee_reserve, cmd.at, native_back)
-    if order.intent == "exit":
-        failed += _retry_exit(book, order, reservation.fee_amount, cmd.at, native_back, len(failed) - 1)
-    return failed
+    return failed + retry
 
 
 MAX_EXIT_ATTEMPTS = 10
 
 
-def _retry_exit(book: Book, order: Order, fee: int, at: int, native_back: int, taken: int) -> list:
+def _retry_exit(book: Book, order: Order, fee: int, at: int, native_back: int, taken: int,
+                free_nonce: int | None = None) -> list:
     """A requested close stays requested: a failed exit is followed by a fresh one (re-quoted),
-    up to MAX_EXIT_ATTEMPTS; after that the position is open again and the operator decides."""
+    up to MAX_EXIT_ATTEMPTS per request; after that the position is open again and the operator
+    decides. A retry takes the failed exit's own nonce when the node refused it (`free_nonce`):
+    no gap is left, so no no-op is needed to fill one."""
     position = book.positions.get(order.position_id)
     if position is None or position.exit_attempts >= MAX_EXIT_ATTEMPTS:
         return []
     if fee > book.balance(order.chain, "native", "cash") + native_back:
         return []
     chain = book.policy.chains[order.chain]
-    nonce = _next_nonce(book, chain.name, chain.address) if chain.uses_nonces else None
+    if not chain.uses_nonces:
+        nonce = None
+    elif free_nonce is not None:
+        nonce = free_nonce
+    else:
+        nonce = _next_nonce(book, chain.name, chain.address)
     postings = (Posting(order.chain, "native", "reserved", "cash", fee),) if fee else ()
     return [CloseRequested(position.id, book.meta.get("next_order") + taken,
                            book.meta.get("next_reservation") + taken, fee, nonce,
@@ -349,19 +362,30 @@ def _decide_marks(book: Book, cmd: MarkPrices) -> list:
     return [PricesMarked(cmd.chain, cmd.prices, cmd.at)]
 
 
-_STATE_WORDS = {TradingState.ACTIVE: "active", TradingState.REDUCING: "paused", TradingState.HALTED: "halted"}
+def tripped_breakers(book: Book) -> list[str]:
+    """The breakers that stop new entries now, in words (resume re-arms them)."""
+    limits, meta = book.policy.limits, book.meta
+    out = []
+    losses = meta.get("consecutive_losses")
+    if limits.max_consecutive_losses and losses >= limits.max_consecutive_losses:
+        out.append(f"loss breaker after {losses} consecutive losses")
+    for chain in sorted(book.policy.chains):
+        refused = meta.get(rejections_key(chain), 0)
+        if limits.max_consecutive_rejections and refused >= limits.max_consecutive_rejections:
+            out.append(f"{chain} rejection breaker after {refused} refused broadcasts")
+    return out
 
 
 def _decide_state(book: Book, cmd: SetTradingState) -> list:
+    """Asking for the state the book is already in changes nothing and is not an error (an emergency
+    `halt` on a halted bot must not fail): no events; the inbox answers "already halted"."""
     previous = book.trading_state
     if cmd.state is previous:
-        if cmd.state is TradingState.ACTIVE:
-            limit, losses = book.policy.limits.max_consecutive_losses, book.meta.get("consecutive_losses")
-            if limit and losses >= limit:  # the loss breaker stopped entries: resuming re-arms it
-                return [TradingStateChanged(cmd.state, previous, f"{cmd.reason} (loss breaker reset after {losses} "
-                                                                 "consecutive losses)", cmd.by, cmd.at)]
-            return _reject(cmd, "trading is not paused or halted: nothing to resume")
-        return _reject(cmd, f"trading is already {_STATE_WORDS[previous]}")
+        tripped = tripped_breakers(book) if cmd.state is TradingState.ACTIVE else []
+        if tripped:  # a breaker stopped entries: resuming re-arms it
+            return [TradingStateChanged(cmd.state, previous, f"{cmd.reason} ({'; '.join(tripped)} reset)",
+                                        cmd.by, cmd.at)]
+        return []
     if previous is TradingState.HALTED and not cmd.force:
         return _reject(cmd, "trading is halted: leaving a halt needs `botctl resume --force`")
     return [TradingStateChanged(cmd.state, previous, cmd.reason, cmd.by, cmd.at)]
@@ -373,7 +397,7 @@ def _decide_from_inbox(book: Book, cmd: FromInbox) -> list:
     events = decide(book, cmd.command)
     if not cmd.last:
         return events
-    result = outcome(json.loads(cmd.prior) if cmd.prior else None, events)
+    result = outcome(json.loads(cmd.prior) if cmd.prior else None, events, cmd.command)
     return events + [InboxAnswered(cmd.inbox_id, row_state(result), json.dumps(result, sort_keys=True), cmd.at)]
 
 
@@ -538,8 +562,9 @@ def _evolve_entry_denied(book: Book, e: EntryDenied) -> None:
 
 def _evolve_close_requested(book: Book, e: CloseRequested) -> None:
     position = book.positions.get(e.position_id)
+    attempts = position.exit_attempts + 1 if e.by == "retry" else 1  # each request gets the whole budget
     book.positions.put(position.id, replace(position, state="closing", exit_order=e.order_id, close_reason=e.reason,
-                                            exit_attempts=position.exit_attempts + 1))
+                                            exit_attempts=attempts))
     book.reservations.put(e.reservation_id, Reservation(
         e.reservation_id, "exit", position.chain, position.token, 0, e.fee_reserve, "held", e.order_id,
         position.id, e.at))
@@ -575,6 +600,8 @@ def _settle(book: Book, order: Order, state: str, at: int) -> None:
 def _evolve_filled(book: Book, e: OrderFilled) -> None:
     order = book.orders.get(e.order_id)
     book.orders.put(order.id, replace(order, state="filled", updated_at=e.at))
+    if book.meta.get(rejections_key(order.chain), 0):  # a transaction landed: the chain takes ours again
+        book.meta.put(rejections_key(order.chain), 0)
     _settle(book, order, "posted", e.at)
     if order.intent == "noop":
         return
@@ -617,6 +644,9 @@ def _unwind(book: Book, order: Order) -> None:
 
 def _evolve_failed(book: Book, e: OrderFailed) -> None:
     order = book.orders.get(e.order_id)
+    if e.rejected:
+        key = rejections_key(order.chain)
+        book.meta.put(key, book.meta.get(key, 0) + 1)
     book.orders.put(order.id, replace(order, state="failed", reason=e.reason, updated_at=e.at))
     _settle(book, order, "voided", e.at)
     _unwind(book, order)
@@ -646,8 +676,11 @@ def _evolve_marked(book: Book, e: PricesMarked) -> None:
 
 def _evolve_state(book: Book, e: TradingStateChanged) -> None:
     book.meta.put("trading_state", e.state)
-    if e.state is TradingState.ACTIVE:
+    if e.state is TradingState.ACTIVE:  # resuming re-arms every breaker
         book.meta.put("consecutive_losses", 0)
+        for chain in sorted(book.policy.chains):
+            if book.meta.get(rejections_key(chain), 0):
+                book.meta.put(rejections_key(chain), 0)
 
 
 def _evolve_floor(book: Book, e: NonceFloorRaised) -> None:

@@ -6,6 +6,12 @@ reconciliation after a restart. The write-ahead rule lives here: signed bytes
 are committed (RecordSubmission) before `broadcast` is ever called, and
 nothing releases funds without evidence (Rejected before acceptance, or an
 Outcome from the chain).
+
+Its one piece of state is pacing: after a chain's node refuses a broadcast, new
+orders on that chain wait a backoff that doubles with each refusal in a row (the
+count is the book's), so a node that refuses everything costs a bounded number
+of orders, not one per order per block. Pacing is not durable and need not be:
+after a restart the first attempt goes at once and the backoff resumes.
 """
 
 from __future__ import annotations
@@ -14,12 +20,20 @@ import logging
 from decimal import Decimal
 from typing import Callable
 
-from engine.book import Order
+from engine.book import Order, rejections_key
 from engine.executors.base import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
 from engine.messages import AbandonOrder, MarkBroadcast, RecordFailure, RecordFill, RecordSubmission, RecordUnknown
 from engine.sequencer import Sequencer
 
 log = logging.getLogger("botctl.driver")
+
+BACKOFF_MS = 1_000  # after the first refusal; doubles per refusal in a row
+MAX_BACKOFF_MS = 8_000
+
+
+def backoff_ms(refused: int) -> int:
+    """How long new orders on a chain wait after its node refused `refused` broadcasts in a row."""
+    return 0 if refused <= 0 else min(BACKOFF_MS << min(refused - 1, 30), MAX_BACKOFF_MS)
 
 
 class OrderDriver:
@@ -30,6 +44,7 @@ class OrderDriver:
         self.slippage_bps = slippage_bps
         self.clock = clock
         self.crash = crash
+        self._resume_at: dict[str, int] = {}  # chain -> clock ms before which new orders wait (pacing only)
 
     def _current(self, order_id: int) -> Order | None:
         return self.sequencer.book.orders.get(order_id)
@@ -43,6 +58,9 @@ class OrderDriver:
         executor = self.executors[order.chain]
         submit = self.sequencer.submit
         if order.state == "new":
+            if self.clock() < self._resume_at.get(order.chain, 0) and \
+                    self.sequencer.book.meta.get(rejections_key(order.chain), 0):
+                return "waiting: the node refused the last broadcasts"
             try:
                 if order.intent == "noop":
                     quote, signed = Quote(0, 0, Decimal(0)), await executor.sign_noop(order)
@@ -80,6 +98,8 @@ class OrderDriver:
             refill = await executor.fee_reserve() if order.nonce is not None else 0
             await submit(RecordFailure(order.id, sent.reason, 0, self.clock(), nonce_unused=True,
                                        refill_fee_reserve=refill))
+            refused = self.sequencer.book.meta.get(rejections_key(order.chain), 0)
+            self._resume_at[order.chain] = self.clock() + backoff_ms(refused)
             return f"failed: {sent.reason}"
         reason = sent.reason if isinstance(sent, (Rejected, Unknown)) else "unknown"
         await submit(RecordUnknown(order.id, reason, self.clock()))

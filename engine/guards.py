@@ -144,16 +144,9 @@ def _why(exc: BaseException) -> str:
 
 
 def _safe(url: str | None) -> str:
-    """An endpoint for a message: no credentials, no query string (API keys live there)."""
-    if not url:
-        return "(none)"
-    try:
-        parts = urlparse(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(an unparsable URL)"
-    return f"{parts.scheme}://{host}{port}" + ("/…" if parts.path.strip("/") else "")
+    from engine.settings import safe_url
+
+    return safe_url(url)
 
 
 def live_funds(settings) -> bool:

@@ -41,6 +41,7 @@ from engine.messages import (
     TradingState,
     TradingStateChanged,
 )
+from engine.sequencer import SequencerStopped
 
 log = logging.getLogger("botctl.inbox")
 
@@ -106,18 +107,53 @@ def read(db: Path, ident: int) -> dict | None:
     return out
 
 
-async def wait(db: Path, ident: int, timeout: float) -> dict:
-    """Poll the row until it is decided (the CLI's side: short-lived, so polling is fine)."""
+OPEN = "(state = 'pending' OR state = 'taken')"  # posted, not yet answered (taken: an owner is deciding it)
+
+
+class Unowned(Exception):
+    """The row is still open and no process owns the book: the waiter must decide it itself."""
+
+
+async def wait(db: Path, ident: int, timeout: float, home: Path | None = None) -> dict:
+    """Poll the row until it is decided (the CLI's side: short-lived, so polling is fine).
+
+    With `home`, raise Unowned as soon as the row is open while nobody owns the book (the owner
+    that was to decide it has exited or died): rows must never wait for an owner that may never come."""
+    from storage.owner import current_owner
+
     deadline = time.monotonic() + timeout
-    delay = 0.005
+    delay, next_check = 0.005, 0.0
     while True:
         row = read(db, ident)
-        if row is not None and row["state"] != "pending":
+        if row is not None and row["state"] not in ("pending", "taken"):
             return row
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"command {ident} was not decided within {timeout:g}s (it stays queued)")
+        now = time.monotonic()
+        if home is not None and now >= next_check:
+            next_check = now + 0.1
+            if current_owner(home) is None and read(db, ident)["state"] in ("pending", "taken"):
+                raise Unowned(ident)
+        if now >= deadline:
+            raise TimeoutError(f"command {ident} was not decided within {timeout:g}s")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def withdraw(db: Path, ident: int, why: str) -> bool:
+    """Take back a row that no owner has taken, in one transaction: True means it will never run.
+
+    False: an owner took it (or answered it) first, and its answer is the truth."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("BEGIN IMMEDIATE")
+        answer = json.dumps({"ok": [], "refused": [f"withdrawn by its sender: {why}"], "closing": []})
+        count = conn.execute("UPDATE inbox SET state = 'withdrawn', result = ?, decided_at = ? "
+                             "WHERE id = ? AND state = 'pending'",
+                             (answer, int(time.time() * 1000), ident)).rowcount
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return count == 1
 
 
 # --------------------------------------------------------------------------- owner side
@@ -125,7 +161,6 @@ async def wait(db: Path, ident: int, timeout: float) -> dict:
 
 def plan(book: Book, command: str, args: dict, at: int, by: str, fees: dict[str, int]) -> list:
     """Engine commands for one inbox row, against the current book."""
-    state = book.trading_state
     if command == "close":
         position = book.positions.get(args["id"])
         fee = fees.get(position.chain, 0) if position else 0
@@ -146,9 +181,7 @@ def plan(book: Book, command: str, args: dict, at: int, by: str, fees: dict[str,
     if command == "attest":
         return [RecordAttestation(args["stage"], args["item"], int(time.time() * 1000), by)]
     if command == "halt":
-        steps = []
-        if state is not TradingState.HALTED or not args.get("close_all"):
-            steps.append(SetTradingState(TradingState.HALTED, args.get("reason") or "operator halt", at, by))
+        steps = [SetTradingState(TradingState.HALTED, args.get("reason") or "operator halt", at, by)]
         if args.get("close_all"):
             steps += _close_all(book, args, at, by, fees)
         return steps
@@ -161,10 +194,12 @@ def _close_all(book: Book, args: dict, at: int, by: str, fees: dict[str, int]) -
             for p in book.open_positions() if p.state == "open"]
 
 
-def outcome(prior: dict | None, events: list) -> dict:
+def outcome(prior: dict | None, events: list, command=None) -> dict:
     """Fold one command's events into the row's result."""
     result = dict(prior or {"ok": [], "refused": [], "closing": []})
     result = {k: list(v) for k, v in result.items()}
+    if not events and isinstance(command, SetTradingState):
+        result["ok"].append(f"trading is already {command.state.word}")
     for event in events:
         if isinstance(event, (CloseDenied, CommandRejected, EntryDenied)):
             result["refused"].append(event.reason)
@@ -172,7 +207,8 @@ def outcome(prior: dict | None, events: list) -> dict:
             result["closing"].append(event.position_id)
             result["ok"].append(f"position {event.position_id} closing (order {event.order_id})")
         elif isinstance(event, TradingStateChanged):
-            result["ok"].append(f"trading {event.previous.value} -> {event.state.value}")
+            result["ok"].append(f"trading {event.previous.value} -> {event.state.value}" if event.previous is not
+                                event.state else f"trading stays {event.state.word}: {event.reason}")
         elif isinstance(event, StageChanged):
             result["ok"].append(f"stage {event.previous} -> {event.stage}")
         elif isinstance(event, AttestationRecorded):
@@ -252,39 +288,68 @@ class InboxPoller:
                 log.exception("inbox drain failed")
 
     async def drain(self, only: tuple[str, ...] | None = None) -> int:
-        """Decide every pending row (of the `only` commands, if given), oldest first."""
+        """Decide every open row (of the `only` commands, if given), oldest first, until none is
+        left: rows posted while this drains are decided too, before the caller lets go of the book.
+
+        Each row is taken first (pending -> taken, one transaction): a sender that gave up can
+        withdraw only a row nobody has taken, so a row either runs or is withdrawn, never both.
+        A 'taken' row found here was left by an owner that died while deciding it: it is decided
+        again (plan() skips what already happened)."""
         writer = self.engine.writer
-        rows = await writer.run(writer.query, "SELECT id, command, args, who FROM inbox WHERE state = 'pending' "
-                                              "ORDER BY id")
-        rows = [row for row in rows if only is None or row[1] in only]
-        for ident, command, args_text, sender in rows:
-            await self._handle(ident, command, json.loads(args_text), sender)
-        self.handled += len(rows)
-        return len(rows)
+        seen: set[int] = set()
+        while True:
+            rows = await writer.run(writer.query, f"SELECT id, command, args, who FROM inbox WHERE {OPEN} ORDER BY id")
+            rows = [row for row in rows if row[0] not in seen and (only is None or row[1] in only)]
+            if not rows:
+                break
+            for ident, command, args_text, sender in rows:
+                seen.add(ident)
+                if not await writer.run(writer.execute_write,
+                                        f"UPDATE inbox SET state = 'taken' WHERE id = ? AND {OPEN}", (ident,)):
+                    continue  # withdrawn by its sender meanwhile
+                await self._decide_row(ident, command, args_text, sender)
+        self.handled += len(seen)
+        return len(seen)
+
+    async def _decide_row(self, ident: int, command: str, args_text: str, sender: str) -> None:
+        try:
+            args = json.loads(args_text)
+            if not isinstance(args, dict):
+                raise ValueError("arguments are not a JSON object")
+        except ValueError as exc:
+            await self._answer(ident, "failed", f"bad command: {exc}")
+            return
+        try:
+            await self._handle(ident, command, args, sender)
+        except SequencerStopped:
+            raise
+        except Exception as exc:  # never leave a row taken and unanswered behind a bug
+            log.exception("inbox row %s (%s) failed", ident, command)
+            await self._answer(ident, "failed", f"{type(exc).__name__}: {exc}")
+
+    async def _answer(self, ident: int, state: str, refused: str) -> None:
+        answer = {"ok": [], "refused": [refused], "closing": []}
+        await self.engine.sequencer.submit(AnswerInbox(ident, state, json.dumps(answer), int(time.time() * 1000)))
 
     async def _handle(self, ident: int, command: str, args: dict, sender: str) -> None:
         engine = self.engine
         fees = {name: await ex.fee_reserve() for name, ex in engine.executors.items()}
         submit, now = engine.sequencer.submit, engine.now()
-        answered_at = int(time.time() * 1000)  # the row's clock is the operator's wall clock
         try:
             if command == "promote":
                 args = await promotion_args(engine, args)
         except Exception as exc:  # the evidence could not be measured: answer, never block the rows behind
             log.exception("measuring the promotion evidence failed")
-            answer = {"ok": [], "refused": [f"could not measure the evidence: {type(exc).__name__}: {exc}"],
-                      "closing": []}
-            await submit(AnswerInbox(ident, "failed", json.dumps(answer), answered_at))
+            await self._answer(ident, "failed", f"could not measure the evidence: {type(exc).__name__}: {exc}")
             return
         try:
             steps = plan(engine.book, command, args, now, sender, fees)
         except (KeyError, ValueError, TypeError) as exc:
-            answer = {"ok": [], "refused": [f"bad command: {exc}"], "closing": []}
-            await submit(AnswerInbox(ident, "failed", json.dumps(answer), answered_at))
+            await self._answer(ident, "failed", f"bad command: {exc}")
             return
         if not steps:
             answer = {"ok": ["nothing to do"], "refused": [], "closing": []}
-            await submit(AnswerInbox(ident, "done", json.dumps(answer), answered_at))
+            await submit(AnswerInbox(ident, "done", json.dumps(answer), int(time.time() * 1000)))
             return
         result = None
         for index, step in enumerate(steps):

@@ -269,6 +269,9 @@ class Engine:
         finally:
             if self.ownership is not None:
                 self.ownership.release()
+            close_source = getattr(self.source, "close", None)
+            if close_source is not None:
+                close_source()
 
 
 async def build(settings: Settings, signals: str | None = None, command: str = "botctl run",
@@ -285,7 +288,13 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         await live_mode(settings)  # raises SettingsError with the first reason it cannot start
     market = market or CHAINS
     policy = policy_for(settings, market, stages)
-    home, ownership, writer, book = await _own(settings, command, policy)
+    source = JsonlSource(signals, market) if signals else None  # a bad path fails before anything is taken
+    try:
+        home, ownership, writer, book = await _own(settings, command, policy)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     try:
         try:
             check_settings(settings, book.meta.get("stage"), policy.stages)  # under the lock: the stage is still
@@ -294,7 +303,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         p = settings.paper
         venue = PaperVenue(home / VENUE_NAME, market, VenueParams(
             p.seed, p.fee_bps, p.volatility_bps, p.slippage_noise_bps, p.latency_blocks, p.deposit_usd,
-            p.native_deposit))
+            p.native_deposit, must_exist=any(ref.startswith("genesis:") for ref, _ in book.deposits.items())))
         try:
             link = await VenueLink(venue).open()
         except VenueMismatch as exc:
@@ -302,17 +311,23 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     except BaseException:
         await writer.close()
         ownership.release()
+        if source is not None:
+            source.close()
         raise
     faults = Faults(p.fail_rate_bps, p.unknown_rate_bps, p.expiry_blocks)
     executors = {name: PaperExecutor(link, name, faults) for name in market}
-    source = JsonlSource(signals, market) if signals else SimulatedSource(venue.seed, market, p.opportunity_rate_bps)
+    source = source or SimulatedSource(venue.seed, market, p.opportunity_rate_bps)
     if os.environ.get("BOTCTL_CRASH_AT") == "mid_group_commit":
         writer.before_commit = lambda _conn: crash_point("mid_group_commit")
     sequencer = Sequencer(book, writer).start()
     engine = Engine(settings, writer, sequencer, link, executors, source, ownership)
-    await engine.fund()
-    engine.last_reconciliation = await engine.reconcile()  # before any new entry
-    await engine.start_run(command, purpose)
+    try:
+        await engine.fund()
+        engine.last_reconciliation = await engine.reconcile()  # before any new entry
+        await engine.start_run(command, purpose)
+    except BaseException:
+        await engine.close()  # the book is as of the last commit; the lock is let go
+        raise
     return engine
 
 

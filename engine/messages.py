@@ -23,6 +23,11 @@ class TradingState(str, Enum):
     REDUCING = "reducing"  # `pause`: exits only
     HALTED = "halted"  # `halt`: nothing automatic
 
+    @property
+    def word(self) -> str:
+        """How an operator says it: pause -> "paused"."""
+        return "paused" if self is TradingState.REDUCING else self.value
+
 
 class Posting(NamedTuple):
     chain: str
@@ -365,6 +370,7 @@ class OrderFailed:
     network_fee: int
     at: int
     postings: tuple[Posting, ...] = ()
+    rejected: bool = False  # refused by the node before acceptance: the chain's rejection breaker counts it
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,6 +448,16 @@ class NonceFloorRaised:
     chain: str
     address: str
     floor: int
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerTripped:
+    """The node of `chain` refused `refused` broadcasts in a row: entries there stop until a
+    transaction lands on it or the operator resumes."""
+
+    chain: str
+    refused: int
     at: int
 
 
@@ -537,6 +553,7 @@ Event = (
     | OrderSubmitted
     | OrderFilled
     | OrderFailed
+    | BreakerTripped
     | OrderOutcomeUnknown
     | OrderAbandoned
     | NoopRequested

@@ -8,9 +8,11 @@ what we may spend or receive, up for what we owe).
 
 from __future__ import annotations
 
+import operator
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 
 BPS = 10_000
+MAX_WHOLE_DIGITS = 40  # 10**40 whole units: beyond every ceiling, far below a costly integer
 
 
 def to_units(amount: Decimal | str | int, decimals: int) -> int:
@@ -20,20 +22,45 @@ def to_units(amount: Decimal | str | int, decimals: int) -> int:
 
 
 def from_units(units: int, decimals: int) -> Decimal:
-    return Decimal(units).scaleb(-decimals)
+    """Base units -> whole units, exactly: the integer's own digits under a new exponent.
+
+    `scaleb`, division and even unary minus round to the context's 28 digits, which a
+    large wei balance exceeds; building the Decimal from digits involves no context at all."""
+    sign, digits, _exponent = Decimal(operator.index(units)).as_tuple()  # an int, never a float or str
+    return Decimal((sign, digits, -decimals))
 
 
 def parse_amount(text: str, decimals: int) -> int:
-    """Operator text like "25.00" -> base units; ValueError on anything else."""
+    """Operator text like "25.00" -> base units; ValueError on anything else.
+
+    Exact integer arithmetic, no Decimal context: a context's precision would round
+    a long amount (or raise on "1e30"), and what the operator typed is what gets
+    checked against the rules. More than MAX_WHOLE_DIGITS whole digits is no amount
+    anyone holds; refusing it here keeps "1e999999999" from becoming a billion-digit
+    integer, while anything smaller reaches the rules and is refused there by size.
+    """
     try:
         value = Decimal(str(text).strip())
     except InvalidOperation:
-        raise ValueError(f"not a decimal amount: {text!r}") from None
+        raise ValueError(f"not a decimal amount: {_shown(text)}") from None
     if not value.is_finite() or value < 0:
-        raise ValueError(f"not a positive amount: {text!r}")
-    if value != value.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_FLOOR):
-        raise ValueError(f"more than {decimals} decimals: {text!r}")
-    return to_units(value, decimals)
+        raise ValueError(f"not a positive amount: {_shown(text)}")
+    if not value:
+        return 0
+    if value.adjusted() >= MAX_WHOLE_DIGITS:
+        raise ValueError(f"larger than any amount (more than {MAX_WHOLE_DIGITS} digits): {_shown(text)}")
+    _sign, digits, exponent = value.as_tuple()
+    written = "".join(map(str, digits))
+    significant = written.rstrip("0")
+    exponent += len(written) - len(significant)
+    if exponent + decimals < 0:
+        raise ValueError(f"more than {decimals} decimals: {_shown(text)}")
+    return int(significant) * 10 ** (exponent + decimals)
+
+
+def _shown(text: object, limit: int = 40) -> str:
+    shown = repr(str(text))
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 def bps_of(amount: int, bps: int) -> int:
@@ -73,6 +100,7 @@ def ceil_div(a: int, b: int) -> int:
 
 __all__ = [
     "BPS",
+    "MAX_WHOLE_DIGITS",
     "ROUND_CEILING",
     "bps_of",
     "ceil_div",

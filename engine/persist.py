@@ -264,7 +264,7 @@ def table_images(query, live_only: bool = False) -> dict[str, dict]:
         meta[key] = _META_DECODE.get(key, int)(value)
     images["meta"] = meta
     images["inbox"] = {} if live_only else {i: (s, r, at) for i, s, r, at in query(
-        "SELECT id, state, result, decided_at FROM inbox WHERE state != 'pending'")}
+        "SELECT id, state, result, decided_at FROM inbox WHERE state = 'done' OR state = 'refused' OR state = 'failed'")}
     return images
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.book import Book
+from engine.book import Book, rejections_key
 from engine.messages import ReserveEntry, TradingState
 from engine.money import from_units, to_units
 
@@ -55,6 +55,10 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
     until = book.cooldowns.get((cmd.chain, cmd.token))
     if until is not None and cmd.at < until:
         raise Denied(f"{cmd.chain}/{cmd.token} is cooling down for {(until - cmd.at + 999) // 1000}s")
+    refused = book.meta.get(rejections_key(cmd.chain), 0)
+    if limits.max_consecutive_rejections and refused >= limits.max_consecutive_rejections:
+        raise Denied(f"rejection breaker: the {cmd.chain} node refused {refused} broadcasts in a row "
+                     f"(entries on {cmd.chain} resume when a transaction lands there, or on `botctl resume`)")
     losses = book.meta.get("consecutive_losses")
     if limits.max_consecutive_losses and losses >= limits.max_consecutive_losses:
         raise Denied(f"loss breaker: {losses} consecutive losses")
@@ -74,6 +78,8 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
         amount = cmd.amount
         if amount <= 0:
             raise Denied("entry size must be positive")
+        if amount < to_units(limits.min_position, qd):  # dust: the fees outweigh it and it takes a slot
+            raise Denied(f"size {from_units(amount, qd)} is below the minimum position {limits.min_position}")
         if amount > max_position:
             raise Denied(f"size {from_units(amount, qd)} exceeds max position {limits.max_position}")
         if stage_max is not None and amount > stage_max:

@@ -3,6 +3,13 @@
 pydantic-settings validates every source; `load_settings` turns a validation
 error into `SettingsError` naming the setting the way the operator would set
 it (`BOTCTL_MAX_SLIPPAGE_BPS`), so the CLI can print one `error:` line.
+
+What pydantic-settings would let pass silently is refused here: a home named
+only in .env (the home is resolved first, from every source, because its
+config.toml and stored stage depend on it), a key or BOTCTL_ variable that is
+no setting (a typo would leave the default in force), a .env line that does
+not parse (python-dotenv only warns and skips it), and a home or config.toml
+that others can write (whoever writes them commands the bot).
 """
 
 from __future__ import annotations
@@ -10,13 +17,23 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 DEFAULT_HOME = "~/.botctl"
 PROFILES = ("paper", "testnet", "soft-launch", "scale-up")
+PREFIX = "BOTCTL_"
+DOTENV = ".env"
+CONFIG_NAME = "config.toml"
+# Files of a home that command the bot when written (engine/kernel.py's DB_NAME and VENUE_NAME).
+HOME_FILES = (CONFIG_NAME, "botctl.db", "paper-venue.db")
+# Secrets the live executors read (environment or .env); never settings, so never shown.
+SECRET_VARIABLES = ("BOTCTL_EVM_PASSWORD", "BOTCTL_JUPITER_API_KEY")
+# Read from the process environment only: in .env they would do nothing.
+ENVIRONMENT_ONLY = ("BOTCTL_DEBUG", "BOTCTL_CRASH_AT", "BOTCTL_CRASH_SKIP")
 
 
 class SettingsError(Exception):
@@ -65,8 +82,8 @@ class PaperSettings(BaseModel):
 
     seed: int | None = Field(None, description="seed of a new market; an existing venue keeps its own")
     speed: Decimal = Field(Decimal(1), ge=0, description="simulated seconds per wall second; 0 = unpaced")
-    deposit_usd: Decimal = Field(Decimal(1000), gt=0)
-    native_deposit: Decimal = Field(Decimal(5), gt=0)
+    deposit_usd: Decimal = Field(Decimal(1000), gt=0, description="quote funded per chain at genesis")
+    native_deposit: Decimal = Field(Decimal(5), gt=0, description="native coin funded per chain (fees)")
     opportunity_rate_bps: int = Field(2000, ge=0, le=10_000)
     fail_rate_bps: int = Field(0, ge=0, le=10_000)
     unknown_rate_bps: int = Field(0, ge=0, le=10_000)
@@ -75,6 +92,21 @@ class PaperSettings(BaseModel):
     volatility_bps: int = Field(40, ge=0, le=2_000)
     slippage_noise_bps: int = Field(60, ge=0, le=2_000)
     expiry_blocks: int = Field(30, ge=2)
+
+    @field_validator("deposit_usd", "native_deposit")
+    @classmethod
+    def _whole_base_units(cls, value: Decimal, info) -> Decimal:
+        """A deposit below one base unit would fund the venue with 0 (amounts round down): every
+        entry would then be denied while the run reports nothing wrong."""
+        from engine.money import to_units
+        from engine.paper.market import CHAINS
+
+        for chain in CHAINS.values():
+            decimals = chain.quote_decimals if info.field_name == "deposit_usd" else chain.native_decimals
+            if to_units(value, decimals) == 0:
+                raise PydanticCustomError("below_one_unit", f"{value:f} is less than one base unit on {chain.name} "
+                                          f"({decimals} decimals): the deposit would be 0")
+        return value
 
 
 class RolloutSettings(BaseModel):
@@ -122,6 +154,13 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
 
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> "Settings":
+        if self.min_position_usd > self.max_position_usd:
+            raise PydanticCustomError("sizes", f"BOTCTL_MIN_POSITION_USD={self.min_position_usd} is above "
+                                      f"BOTCTL_MAX_POSITION_USD={self.max_position_usd}: no entry could ever be sized")
+        return self
+
     @field_validator("profile")
     @classmethod
     def _known_profile(cls, value: str) -> str:
@@ -129,13 +168,33 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown profile {value!r} (one of: {', '.join(PROFILES)})")
         return value
 
-    def shown(self) -> dict[str, Any]:
-        """For `config show`: every value, secrets masked."""
+    def shown(self, reveal: bool = False) -> dict[str, Any]:
+        """For `config show`: every value, endpoints and secrets masked unless `reveal` (which the
+        console grants only on a terminal)."""
         data = self.model_dump(mode="json")
-        return _mask(data)
+        return data if reveal else _mask(data)
 
 
 SECRET_WORDS = ("password", "secret", "private", "api_key", "apikey", "token_key")
+
+
+def safe_url(url: str | None) -> str:
+    """The one way an endpoint is shown: scheme, host and port. API keys live in URLs (userinfo,
+    path, query), so nothing else is kept; `/…` says something was left out."""
+    if not url:
+        return "(none)"
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an unparsable URL)"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    rest = parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password
+    return f"{parts.scheme}://{host}{port}" + ("/…" if rest else "")
 
 
 def _mask(value: Any, key: str = "") -> Any:
@@ -145,9 +204,8 @@ def _mask(value: Any, key: str = "") -> Any:
         return [_mask(v, key) for v in value]
     if any(word in key.lower() for word in SECRET_WORDS) and value:
         return "********"
-    if isinstance(value, str) and "://" in value and "@" in value.split("://", 1)[1]:
-        scheme, rest = value.split("://", 1)
-        return f"{scheme}://********@{rest.split('@', 1)[1]}"
+    if isinstance(value, str) and "://" in value:
+        return safe_url(value)
     return value
 
 
@@ -160,27 +218,179 @@ def profile_path(name: str) -> Path:
 
 
 def _env_name(loc: tuple) -> str:
-    return "BOTCTL_" + "__".join(str(part) for part in loc).upper()
+    return PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+# --------------------------------------------------------------------------- names that are no setting
+
+
+def _nested(annotation: Any) -> tuple[str, type[BaseModel]] | None:
+    """("model", M) for a field holding a model, ("map", M) for dict[str, M], None for a value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "model", annotation
+    if get_origin(annotation) is dict:
+        inner = get_args(annotation)[-1]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return "map", inner
+    return None
+
+
+def _unknown(data: dict, model: type[BaseModel] | None = None, path: tuple = ()) -> Iterator[tuple[tuple, list[str]]]:
+    """Every key of `data` that is no field of `model`: (its path, the names known there)."""
+    model = model or Settings
+    fields = model.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            yield path + (key,), list(fields)
+            continue
+        nested = _nested(fields[key].annotation)
+        if nested is None or not isinstance(value, dict):
+            continue
+        how, inner = nested
+        if how == "model":
+            yield from _unknown(value, inner, path + (key,))
+        else:
+            for name, table in value.items():
+                if isinstance(table, dict):
+                    yield from _unknown(table, inner, path + (key, name))
+
+
+def _nearest(word: str, known: list[str]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(word.lower(), known, n=1, cutoff=0.7)
+    return found[0] if found else None
+
+
+def _not_a_setting(where: str, name: str, nearest: str | None) -> SettingsError:
+    hint = f" (did you mean {nearest}?)" if nearest else ""
+    return SettingsError(f"{where}: {name} is not a setting{hint}")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """The BOTCTL_ variables of a .env file, by upper-case name. Refuses a line that does not parse
+    and a BOTCTL_ name that botctl does not read from there: both would otherwise be skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    import io
+
+    from dotenv.parser import parse_stream
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    out: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:  # the line is never echoed: it may hold a secret
+            raise SettingsError(f"{path} line {line}: not a NAME=value line")
+        if binding.key is None or not binding.key.upper().startswith(PREFIX):
+            continue  # a comment, a blank line, another program's variable
+        name = binding.key.upper()
+        if binding.value is None:
+            raise SettingsError(f"{path} line {line}: {name} has no value (NAME=value)")
+        if name in ENVIRONMENT_ONLY:
+            raise SettingsError(f"{path} line {line}: {name} is read from the environment only, not from .env")
+        if name not in SECRET_VARIABLES:
+            parts = name[len(PREFIX):].lower().split("__")
+            nested: dict = {}
+            for part in reversed(parts):
+                nested = {part: nested} if nested else {part: binding.value}
+            for where, known in _unknown(nested):
+                near = _nearest(where[-1], known)
+                suggestion = _env_name(where[:-1] + (near,)) if near else None
+                raise _not_a_setting(f"{path} line {line}", _env_name(where), suggestion)
+        out[name] = binding.value
+    return out
+
+
+def _read_config(path: Path) -> dict:
+    """config.toml, refusing a key that is no setting, and `home` and `profile`, which it cannot set:
+    the home holds this file, and the profile follows the stored stage unless a flag or BOTCTL_PROFILE
+    asks otherwise."""
+    import tomllib
+
+    if not path.is_file():
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if "home" in data:
+        raise SettingsError(f"{path}: home cannot be set here (this file lives in the home): "
+                            "set BOTCTL_HOME in the environment or .env")
+    if "profile" in data:
+        raise SettingsError(f"{path}: profile cannot be set here (the profile is the stage stored in the book): "
+                            "use --profile or BOTCTL_PROFILE")
+    for where, known in _unknown(data):
+        known = [k for k in known if k not in ("home", "profile")]
+        near = _nearest(where[-1], known)
+        raise _not_a_setting(str(path), ".".join(where), ".".join(where[:-1] + (near,)) if near else None)
+    return data
+
+
+def _first(name: str, flags: dict, dotenv: dict) -> str | None:
+    """A setting the others depend on (home, profile): flag > environment > .env."""
+    variable = PREFIX + name.upper()
+    for source, value in (("--" + name, flags.get(name)), (variable, os.environ.get(variable)),
+                          (f"{variable} in {DOTENV}", dotenv.get(variable))):
+        if value is not None:
+            if not str(value).strip():
+                raise SettingsError(f"{source} is empty")
+            return str(value)
+    return None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    loc = tuple(first.get("loc", ()))
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    if not loc:  # a rule across settings: its message names them
+        return f"{first.get('msg', 'invalid settings')}{more}"
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "extra_forbidden":
+        model: type[BaseModel] = Settings
+        for part in loc[:-1]:
+            nested = _nested(model.model_fields[part].annotation) if part in model.model_fields else None
+            if nested is None:
+                break
+            model = nested[1]
+        else:
+            near = _nearest(str(loc[-1]), list(model.model_fields))
+            if near:
+                message = f"not a setting (did you mean {_env_name(loc[:-1] + (near,))}?)"
+    return f"{_env_name(loc)}: {message}{more}"
 
 
 def load_settings(check: bool = True, **flags: Any) -> Settings:
     """Settings from every source; flags are the highest (None values are ignored).
 
-    The profile in force is the one asked for (flag, BOTCTL_PROFILE) or else the stage the
-    book is in; either way the result must fit within that profile's ceilings and the profile
-    must be no looser than the stored stage (engine/stages.py). `check=False` skips those
-    checks for commands that start no engine (reads, commands for the owner): a config that a
-    demotion left beyond the new ceiling must not lock the operator out of `halt` or `demote`;
-    every engine start checks again, under the lock."""
+    The home is resolved first (flag, environment, .env), then that home's config.toml and stored
+    stage are read. The profile in force is the one asked for (flag, BOTCTL_PROFILE in the
+    environment or .env) or else the stage the book is in; either way the result must fit within
+    that profile's ceilings and the profile must be no looser than the stored stage
+    (engine/stages.py). `check=False` skips those checks for commands that start no engine (reads,
+    commands for the owner): a config that a demotion left beyond the new ceiling must not lock the
+    operator out of `halt` or `demote`; every engine start checks again, under the lock.
+    A home that others can write is refused by every command (storage.InsecureHome)."""
     from engine.stages import StageError, check_settings, stored_stage
+    from storage import check_home
 
     flags = {k: v for k, v in flags.items() if v is not None}
-    home = Path(flags.get("home") or os.environ.get("BOTCTL_HOME") or DEFAULT_HOME).expanduser()
+    dotenv = read_dotenv(Path(DOTENV))
+    home = Path(_first("home", flags, dotenv) or DEFAULT_HOME).expanduser()
+    check_home(home, HOME_FILES)
     stored = stored_stage(home / "botctl.db")
-    profile = flags.get("profile") or os.environ.get("BOTCTL_PROFILE") or stored or "paper"
-    flags["profile"] = profile
+    profile = _first("profile", flags, dotenv) or stored or "paper"
+    flags["home"], flags["profile"] = home, profile
     profile_file = profile_path(profile)
-    config_file = home / "config.toml"
+    config_file = home / CONFIG_NAME
+    _read_config(config_file)
 
     class _Sourced(Settings):
         @classmethod
@@ -208,10 +418,6 @@ def load_settings(check: bool = True, **flags: Any) -> Settings:
     except StageError as exc:
         raise SettingsError(str(exc)) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(first.get("loc", ()))
-        message = first.get("msg", "invalid value")
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise SettingsError(f"{_env_name(loc)}: {message}{more}") from None
+        raise SettingsError(_validation_message(exc)) from None
     except (OSError, ValueError) as exc:  # a TOML file that does not parse
         raise SettingsError(f"cannot read settings: {exc}") from None

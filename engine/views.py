@@ -87,7 +87,16 @@ async def positions(db: Path, policy: Policy, include_closed: bool = False,
     return [_position_view(row, marks, policy) for row in rows]
 
 
+_QUOTE_FIELDS = ("cash", "reserved", "open_value", "open_cost", "realized_pnl", "unrealized_pnl")
+_NATIVE_FIELDS = ("native_cash", "native_reserved", "network_fees")
+_ACCOUNT_FIELD = {("quote", "cash"): "cash", ("quote", "reserved"): "reserved", ("quote", "pnl"): "realized_pnl",
+                  ("native", "cash"): "native_cash", ("native", "reserved"): "native_reserved",
+                  ("native", "fees"): "network_fees"}
+
+
 async def status(db: Path, policy: Policy) -> dict:
+    """Sums are taken in base units and turned into Decimal once: Decimal addition (and
+    negation) rounds to 28 digits, which a wei balance outgrows."""
     async with read_snapshot(db) as conn:
         balances = await fetch_all(conn, "SELECT chain, asset, account, amount FROM balances")
         meta = dict(await fetch_all(conn, "SELECT key, value FROM meta"))
@@ -95,46 +104,51 @@ async def status(db: Path, policy: Policy) -> dict:
         rows = await fetch_all(conn, f"SELECT {_POSITION_COLUMNS} FROM positions WHERE state != 'closed'")
         counts = dict(await fetch_all(conn, "SELECT state, count(*) FROM orders WHERE state IN "
                                             "('new', 'signed', 'submitted', 'unknown') GROUP BY state"))
-    chains: dict[str, dict] = {}
+    units: dict[str, dict[str, int]] = {}
+
+    def chain_units(name: str) -> dict[str, int]:
+        return units.setdefault(name, dict.fromkeys(_QUOTE_FIELDS + _NATIVE_FIELDS, 0))
+
     for name in sorted(policy.chains):
-        chains[name] = {"cash": Decimal(0), "reserved": Decimal(0), "open_value": Decimal(0),
-                        "open_cost": Decimal(0), "realized_pnl": Decimal(0), "unrealized_pnl": Decimal(0),
-                        "native_cash": Decimal(0), "native_reserved": Decimal(0), "network_fees": Decimal(0)}
+        chain_units(name)
     for chain, asset, account, amount in balances:
-        view = chains.setdefault(chain, {})
-        spec = policy.chains.get(chain)
-        decimals = (spec.quote_decimals if asset == "quote" else spec.native_decimals) if spec else 0
-        value = from_units(int(amount), decimals)
-        if asset == "quote":
-            if account == "cash":
-                view["cash"] = value
-            elif account == "reserved":
-                view["reserved"] = value
-            elif account == "pnl":
-                view["realized_pnl"] = -value
-        else:
-            if account == "cash":
-                view["native_cash"] = value
-            elif account == "reserved":
-                view["native_reserved"] = value
-            elif account == "fees":
-                view["network_fees"] = value
+        field = _ACCOUNT_FIELD.get((asset, account))
+        if field is not None:
+            value = int(amount)
+            chain_units(chain)[field] = -value if account == "pnl" else value  # pnl is a credit
     for row in rows:
-        view = _position_view(row, marks, policy)
-        chain = chains[view["chain"]]
-        chain["open_cost"] += view["cost"]
-        chain["open_value"] += view["value"] if view["value"] is not None else view["cost"]
-        chain["unrealized_pnl"] += view["pnl"] or 0
-    equity = sum((c["cash"] + c["reserved"] + c["open_value"] for c in chains.values()), Decimal(0))
+        chain, token, size, cost = row[1], row[2], int(row[4]), int(row[5])
+        view = chain_units(chain)
+        mark = marks.get((chain, token))
+        value = cost if mark is None else quote_for(size, mark, _qd(policy, chain), _token_decimals(policy, chain, token))
+        view["open_cost"] += cost
+        view["open_value"] += value
+        view["unrealized_pnl"] += value - cost
+    chains: dict[str, dict] = {}
+    equity: list[tuple[int, int]] = []
+    for name, view in units.items():
+        spec = policy.chains.get(name)
+        qd, nd = (spec.quote_decimals, spec.native_decimals) if spec else (_qd(policy, name), 0)
+        chains[name] = {field: from_units(view[field], qd if field in _QUOTE_FIELDS else nd)
+                        for field in _QUOTE_FIELDS + _NATIVE_FIELDS}
+        equity.append((view["cash"] + view["reserved"] + view["open_value"], qd))
     return {
         "trading_state": meta.get("trading_state", "active"),
         "consecutive_losses": int(meta.get("consecutive_losses", 0)),
+        "refused_broadcasts": {key.partition(":")[2]: int(v) for key, v in sorted(meta.items())
+                               if key.startswith("rejected:") and int(v)},
         "open_positions": len(rows),
         "orders_in_flight": sum(counts.values()),
         "orders_unknown": counts.get("unknown", 0),
         "chains": chains,
-        "equity": equity,
+        "equity": sum_units(equity),
     }
+
+
+def sum_units(amounts: list[tuple[int, int]]) -> Decimal:
+    """Exact sum of (base units, decimals) pairs of different decimals, in integers."""
+    scale = max((decimals for _units, decimals in amounts), default=0)
+    return from_units(sum(units * 10 ** (scale - decimals) for units, decimals in amounts), scale)
 
 
 async def reservations(db: Path, policy: Policy) -> list[dict]:
@@ -219,3 +233,17 @@ async def history(db: Path, policy: Policy, limit: int | None = None) -> list[di
             "at": iso(at),
         })
     return out
+
+
+async def last_exits(db: Path, ids: list[int]) -> dict[int, dict]:
+    """Per position: its latest exit order (state, reason) and how many exits its latest close
+    request tried, so a close that did not happen can say why."""
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    async with read_snapshot(db) as conn:
+        rows = await fetch_all(conn, f"SELECT o.position_id, o.id, o.state, o.reason, p.exit_attempts FROM orders o "
+                                     f"JOIN positions p ON p.id = o.position_id WHERE o.intent = 'exit' "
+                                     f"AND o.position_id IN ({marks}) ORDER BY o.id", [int(i) for i in ids])
+    return {pid: {"order": oid, "state": state, "reason": reason, "tried": tried}
+            for pid, oid, state, reason, tried in rows}

@@ -43,7 +43,19 @@ def ensure_home(home: Path) -> Path:
     return home
 
 
+def check_home(home: Path, names: Iterable[str] = ()) -> None:
+    """What a reader must refuse as well as a writer: a home, or one of the named files in it (with
+    SQLite's -wal and -shm beside them), that group or others can write. Creates nothing: a home
+    that does not exist yet is no risk."""
+    home = Path(home).expanduser()
+    check_private(home)
+    for name in names:
+        for suffix in ("", "-wal", "-shm"):
+            check_private(home / f"{name}{suffix}")
+
+
 def check_private(path: Path) -> None:
+    path = Path(path)
     if not path.exists():
         return
     mode = path.stat().st_mode
@@ -160,6 +172,20 @@ class Writer:
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         """Read on the writer thread (used by load at start, never in the hot path)."""
         return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def execute_write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """One statement in a transaction of its own; its row count. For the inbox's mailbox
+        protocol (taking a row before deciding it), never for the book."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            count = conn.execute(sql, tuple(params)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return count
 
     def commit_ops(self, ops: list[tuple[str, Any, bool]]) -> None:
         conn = self._conn

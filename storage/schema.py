@@ -149,6 +149,25 @@ MIGRATIONS: list[str] = [
     ) STRICT;
     CREATE INDEX inbox_pending ON inbox (state) WHERE state = 'pending';
     """,
+    # 3: an owner takes a row before deciding it ('taken'), so that a sender who gives up can
+    # withdraw a row nobody has taken ('withdrawn') and be sure it never runs later
+    """
+    CREATE TABLE inbox_v3 (
+        id INTEGER PRIMARY KEY,
+        command TEXT NOT NULL,
+        args TEXT NOT NULL,
+        who TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state = 'pending' OR state = 'taken' OR state = 'done' OR state = 'refused'
+                                   OR state = 'failed' OR state = 'withdrawn'),
+        result TEXT,
+        decided_at INTEGER
+    ) STRICT;
+    INSERT INTO inbox_v3 SELECT id, command, args, who, created_at, state, result, decided_at FROM inbox;
+    DROP TABLE inbox;
+    ALTER TABLE inbox_v3 RENAME TO inbox;
+    CREATE INDEX inbox_open ON inbox (state) WHERE state = 'pending' OR state = 'taken';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

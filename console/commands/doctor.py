@@ -27,11 +27,27 @@ def _database(db: Path) -> str | None:
     return None
 
 
+def _schema(db: Path) -> tuple[bool, str]:
+    """The schema version against the one this botctl reads: every read command refuses another."""
+    from engine.audit import schema_problem
+
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=2)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return False, f"{db} cannot be read: {exc}"
+    problem = schema_problem(version)
+    return problem is None, problem or f"version {version}, the one this botctl reads"
+
+
 def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
     """(what, ok, detail) for every check, in the order an operator fixes them."""
     from engine.guards import key_problem, network_problems, probe_all
     from engine.kernel import DB_NAME, VENUE_NAME
-    from engine.settings import SettingsError, load_settings
+    from engine.settings import SettingsError, load_settings, safe_url
     from engine.stages import stage, stored_stage
     from storage import InsecureHome, ensure_home
     from storage.owner import current_owner
@@ -39,6 +55,8 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
     out: list[tuple[str, bool, str]] = []
     try:
         settings = load_settings(home=home_flag)
+    except InsecureHome as exc:  # settings are read from the home: an unsafe one is checked first
+        return [("home", False, str(exc))]
     except SettingsError as exc:
         return [("settings", False, str(exc))]
     out.append(("settings", True, f"profile {settings.profile}, mode {settings.mode}, "
@@ -57,6 +75,8 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
     problem = _database(db)
     out.append(("database", problem is None, problem or (f"{db} writable" if db.exists()
                                                           else f"{db} is created on the first start")))
+    if db.exists():
+        out.append(("schema", *_schema(db)))
     owner = current_owner(home)
     out.append(("lock", True, f"owned by pid {owner.get('pid')} ({owner.get('command')})" if owner
                 else "free: no engine owns the book"))
@@ -78,7 +98,8 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
         for name, net in sorted(found.items()):
             mine = [w for w in wrong if w.startswith(f"chains.{name}:")]
             out.append((f"chains.{name}", not mine, mine[0].split(":", 1)[1].strip() if mine
-                        else f"{net.label}: a {net.network} network, allowed in stage {settings.profile}"))
+                        else f"{safe_url(settings.chains[name].rpc_url)} is {net.label}: a {net.network} network, "
+                             f"allowed in stage {settings.profile}"))
     return out
 
 

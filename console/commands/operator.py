@@ -61,28 +61,73 @@ def _preview(position: dict, fee_bps: int) -> str:
 async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool, timeout: float) -> dict:
     """Post the command; make sure an owner decides it; return the decided row.
 
-    With nobody owning the book, this process takes it FIRST and posts only then: a command is
-    never left queued by a process that could not decide it (it would run at the next start)."""
+    A command is decided now or never: with nobody owning the book, this process takes it FIRST
+    and posts only then (a command is never left queued by a process that could not decide it);
+    while waiting, a book left without an owner is taken and every open row decided here; and a
+    sender that gives up withdraws its row (a halt excepted: halting is always safe, so it stays
+    queued and says so)."""
     from engine import inbox
-    from storage.owner import OwnerBusy, current_owner
+    from storage.owner import current_owner
 
-    if no_wait or current_owner(settings.home) is not None:
+    if no_wait:
         ident = inbox.post(db, command, args)
-        return {"id": ident, "state": "pending"} if no_wait else await inbox.wait(db, ident, timeout)
+        return {"id": ident, "state": "pending"}
+    ident = await _decide_here(settings, db, command, args) if current_owner(settings.home) is None else None
+    if ident is None:
+        ident = inbox.post(db, command, args)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                return await inbox.wait(db, ident, max(deadline - time.monotonic(), 0), home=settings.home)
+            except inbox.Unowned:
+                await _decide_here(settings, db, command, None)
+    except (TimeoutError, KeyboardInterrupt, asyncio.CancelledError, Exception) as exc:
+        return await _give_up(db, ident, command, timeout, exc)
+
+
+async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: BaseException) -> dict:
+    """Nothing the sender was told failed may run later: withdraw the row unless an owner took it."""
+    from engine import inbox
+
+    why = f"not decided within {timeout:g}s" if isinstance(exc, TimeoutError) else "interrupted"
+    if command == "halt":
+        if isinstance(exc, TimeoutError):
+            raise Failed(f"halt (command {ident}) not confirmed within {timeout:g}s: it stays queued and the "
+                         "owner applies it when it gets to it; `botctl status` shows the trading state")
+        raise exc
+    if inbox.withdraw(db, ident, why):
+        if isinstance(exc, TimeoutError):
+            raise Failed(f"command {ident} was {why}: withdrawn, it will not run (is the engine busy? "
+                         "see `botctl status`)")
+        raise exc
+    try:  # taken by an owner: its answer is the truth, and it comes soon
+        return await inbox.wait(db, ident, max(timeout, 10.0))
+    except TimeoutError:
+        raise Failed(f"command {ident} is being decided by the engine but was not answered in time; "
+                     "`botctl history --commands` shows its answer") from None
+
+
+async def _decide_here(settings, db: Path, command: str, args: dict | None) -> int | None:
+    """Own the book for a moment: post the command (if `args`), decide every open row, settle what
+    was sent, and let go only when no row is left. None if another process owns the book."""
+    from engine import inbox
+    from storage.owner import OwnerBusy
+
     stage_command = command in inbox.STAGE_COMMANDS
     try:
         owner = await (_own_book(settings) if stage_command else _own_engine(settings))
     except OwnerBusy:  # someone started meanwhile: they decide it
-        ident = inbox.post(db, command, args)
-        return await inbox.wait(db, ident, timeout)
+        return None
     try:
-        ident = inbox.post(db, command, args)
-        await inbox.InboxPoller(owner).drain(only=inbox.STAGE_COMMANDS if stage_command else None)
-        if not stage_command:
-            await owner.settle()
+        ident = inbox.post(db, command, args) if args is not None else None
+        poller = inbox.InboxPoller(owner)
+        only = inbox.STAGE_COMMANDS if stage_command else None
+        while await poller.drain(only=only) and not stage_command:
+            await owner.settle()  # rows that came while this settled are decided in the next round
     finally:
         await owner.close()
-    return await inbox.wait(db, ident, timeout)
+    return ident
 
 
 async def _own_book(settings):
@@ -106,23 +151,39 @@ async def _own_engine(settings):
 
 
 async def _await_closed(db: Path, policy, ids: list[int], timeout: float) -> list[dict]:
+    """Wait until every position is closed, or none is closing any more (its exit gave up), or the time is up."""
     from engine import views
 
     deadline = time.monotonic() + timeout
     while True:
         rows = await views.positions(db, policy, include_closed=True, ids=ids)
-        if all(r["state"] == "closed" for r in rows) or time.monotonic() >= deadline:
-            return rows
+        if all(r["state"] != "closing" for r in rows) or time.monotonic() >= deadline:
+            exits = await views.last_exits(db, [r["id"] for r in rows if r["state"] != "closed"])
+            return [{**r, "exit": exits.get(r["id"])} for r in rows]
         await asyncio.sleep(0.02)
 
 
+def _not_closed(p: dict) -> str:
+    """Why a position the operator asked to close is not closed, in a few words."""
+    exit_ = p.get("exit") or {}
+    if p["state"] == "closing":
+        return (f"position {p['id']} is still closing: exit order {exit_.get('order')} is "
+                f"{exit_.get('state', 'in flight')} (`botctl positions` shows when it settles)")
+    tried = exit_.get("tried", 0)
+    why = f": {exit_['reason']}" if exit_.get("reason") else ""
+    return f"position {p['id']} is still open: its exit failed after {tried} attempt{'s' if tried != 1 else ''}{why}"
+
+
 def _report(row: dict, json_out: bool, closed: list[dict] | None = None) -> None:
+    """Print what happened; exit 1 (Failed) for a refusal and for any position asked to close that did not."""
     result = row.get("result") or {}
+    still = [p for p in closed or [] if p["state"] != "closed"]
     if json_out:
         out = {"command_id": row["id"], "state": row["state"], "result": result}
         if closed is not None:
             out["positions"] = [{"id": p["id"], "state": p["state"], "realized_pnl": p["pnl"],
-                                 "exit_price": p["exit_price"]} for p in closed]
+                                 "exit_price": p["exit_price"],
+                                 **({"why": _not_closed(p)} if p["state"] != "closed" else {})} for p in closed]
         emit_json(out)
     else:
         if row["state"] == "pending":
@@ -133,9 +194,14 @@ def _report(row: dict, json_out: bool, closed: list[dict] | None = None) -> None
             if p["state"] == "closed":
                 print(f"position {p['id']} closed: realized pnl {money(p['pnl'])} at {price(p['exit_price'])}")
             else:
-                print(f"position {p['id']} is {p['state']}: exit order still in flight")
-    if row["state"] in ("refused", "failed"):
+                print(_not_closed(p))
+    if row["state"] in ("refused", "failed", "withdrawn"):
         raise Failed("; ".join(result.get("refused") or ["refused"]))
+    if len(still) == 1:
+        raise Failed(_not_closed(still[0]))
+    if still:
+        raise Failed(f"{len(still)} of {len(closed)} positions not closed: "
+                     f"{', '.join(str(p['id']) for p in still)} (why: above, or in --json)")
 
 
 def close(

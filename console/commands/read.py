@@ -13,7 +13,7 @@ import json
 import typer
 
 from console.commands.common import context
-from console.errors import Failed
+from console.errors import Failed, Usage
 from console.output import amount, emit_json, money, plain, price, table, when
 
 JSON = typer.Option(False, "--json", help="One JSON value on stdout (amounts as decimal strings).")
@@ -45,6 +45,10 @@ def status(json_out: bool = JSON) -> None:
     if limit and data["consecutive_losses"] >= limit and data["trading_state"] == "active":
         print(f"loss breaker: {data['consecutive_losses']} consecutive losses stopped new entries "
               "(`botctl resume` re-arms it)")
+    for chain, refused in data["refused_broadcasts"].items():
+        if refused >= policy.limits.max_consecutive_rejections > 0:
+            print(f"rejection breaker: the {chain} node refused {refused} broadcasts in a row: no new entries on "
+                  f"{chain} until a transaction lands there (`botctl resume` re-arms it)")
     rows = [[name, money(c["cash"]), money(c["reserved"]), money(c["open_value"]), money(c["realized_pnl"]),
              money(c["unrealized_pnl"]), plain(c["network_fees"])] for name, c in data["chains"].items()]
     table("Chains (quote units)", ["chain", "cash", "reserved", "open value", "realized pnl", "unrealized pnl",
@@ -146,11 +150,18 @@ def audit(json_out: bool = JSON) -> int:
     return 0
 
 
-def config_show(json_out: bool = JSON) -> None:
-    """The settings in force (secrets masked)."""
+def config_show(json_out: bool = JSON,
+                reveal: bool = typer.Option(False, "--reveal", help="Show endpoints in full, API keys included "
+                                            "(on a terminal only).")) -> None:
+    """The settings in force. Endpoints show scheme and host only: API keys live in their paths and
+    queries, and this output ends up in tickets and chats."""
+    import sys
+
     from engine.settings import load_settings
 
-    shown = load_settings().shown()
+    if reveal and not sys.stdout.isatty():
+        raise Usage("--reveal prints secrets: only to a terminal, never into a pipe or a file")
+    shown = load_settings().shown(reveal=reveal)
     if json_out:
         emit_json(shown)
         return

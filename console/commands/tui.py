@@ -11,7 +11,14 @@ def tui_command(
     seed: int = typer.Option(None, "--seed", help="Seed of the simulated market (paper mode)."),
     signals: str = typer.Option(None, "--signals", help="Read entries from a JSONL file, followed as it grows (not stdin: the console reads the keyboard)."),
 ) -> None:
-    """The live console: positions, reservations, nonces and orders in flight; keys to act."""
+    """The live console: positions, reservations, nonces and orders in flight; keys to act.
+
+    Needs a terminal (stdin and stderr): without one it exits 2 before taking the book (`botctl run`
+    is the headless engine). `q` quits, asking first when orders are in flight. SIGTERM, SIGHUP (the
+    terminal closed) and SIGINT quit like "quit now": the engine stops at a clean point, what is in
+    flight stays held and is settled from the chain on the next start, the book's lock is released,
+    and the exit code is 0, as for `botctl run` stopped by a signal.
+    """
     from console.errors import Failed, Usage
     from engine import logs
     from engine.settings import load_settings
@@ -25,12 +32,11 @@ def tui_command(
     from console.commands.common import confirm_live
 
     confirm_live(settings)
-    logs.setup(ensure_home(settings.home))
 
     from console.tui.app import BotctlApp
 
     app = BotctlApp(settings, signals=signals, handle_signals=True)
-    app.run()
+    app.run(before=lambda: logs.setup(ensure_home(settings.home)))
     if app.error:
         if getattr(app, "error_code", 1) == 2:
             raise Usage(app.error)

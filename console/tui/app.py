@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -35,12 +37,23 @@ from textual.widgets import Footer
 from console.tui.dialogs import HELP, ConfirmClose, InfoScreen, QuitDialog, TypeToConfirm
 from console.tui.format import age, amount, money, price, signed
 from console.tui.header import StatusHeader
-from console.tui.messages import BookChanged, EngineReady, EngineStopped, OperatorResult
+from console.tui.messages import BookChanged, EngineReady, EngineStopped, OperatorResult, TerminalLost
 from console.tui.model import Changes, PositionsModel, header_view, log_line
 from console.tui.panels import EventLog, NoncesPanel, OrdersPanel, PositionsPanel, ReservationsPanel
 from engine.money import from_units
 
 log = logging.getLogger("botctl.tui")
+
+NEEDS_TERMINAL = "botctl tui needs a terminal (use botctl run for a headless engine)"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def on_a_terminal() -> bool:
+    """Keys come from stdin and the screen goes to stderr (Textual's choice): both must be a TTY."""
+    try:
+        return all(stream is not None and stream.isatty() for stream in (sys.__stdin__, sys.__stderr__))
+    except (ValueError, OSError):  # a closed stream
+        return False
 
 
 class MainScreen(Screen):
@@ -77,6 +90,7 @@ class MainScreen(Screen):
 
     def on_mount(self) -> None:
         self.owner.positions.table.focus()
+        self.owner._show_header()  # the app mounts before this screen: its phase shows from the first frame
 
 
 class BotctlApp(App):
@@ -121,7 +135,7 @@ class BotctlApp(App):
         self._fetching = False
         self._refetch = False
         self._quitting = False
-        self._closed = False
+        self._engine_closed = False
         self._froze_gc = False
         self.ready = asyncio.Event()
         self.positions = PositionsPanel(self._now, id="positions")
@@ -151,18 +165,41 @@ class BotctlApp(App):
     def header(self) -> StatusHeader:
         return self.screen_stack[0].query_one(StatusHeader)
 
+    def run(self, *, before: Callable[[], None] | None = None, **kwargs):
+        """Refuses to start without a terminal to read keys from and draw on (stdin and stderr, which
+        Textual uses): off a terminal the input thread spins on end-of-file and the engine would own
+        the book with nobody to stop it. `before` runs once that is settled, before anything is taken
+        (the CLI creates its log file there, so a refused start leaves no trace)."""
+        if not kwargs.get("headless") and not os.environ.get("TEXTUAL_DRIVER") and not on_a_terminal():
+            self.error, self.error_code = NEEDS_TERMINAL, 2
+            return None
+        if before is not None:
+            before()
+        return super().run(**kwargs)
+
+    def get_driver_class(self):
+        """Textual's terminal driver, made to let go of a terminal that went away (console/tui/driver.py);
+        any other (a headless one, one named in TEXTUAL_DRIVER) as Textual chooses."""
+        chosen = super().get_driver_class()
+        if (chosen.__module__, chosen.__name__) == ("textual.drivers.linux_driver", "LinuxDriver"):
+            from console.tui.driver import TerminalDriver
+
+            return TerminalDriver
+        return chosen
+
     def on_mount(self) -> None:
         self._show_header()
         if self.handle_signals:
-            try:
-                asyncio.get_running_loop().add_signal_handler(
-                    signal.SIGTERM, lambda: self.call_later(self.action_quit_now))
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
+            loop = asyncio.get_running_loop()
+            for sig in STOP_SIGNALS:
+                try:
+                    loop.add_signal_handler(sig, self._signalled, sig)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass
         if self.engine is None:
             self._build_worker = self.run_worker(self._build(), name="build", group="engine", exit_on_error=False)
         else:
-            self._attach()
+            self._attach_engine()
         self.set_interval(1.0, self._every_second)
 
     async def _build(self) -> None:
@@ -183,15 +220,15 @@ class BotctlApp(App):
             return
         if self._quitting:  # asked to quit while starting: let go of what was just taken
             await self.engine.close()
-            self._closed = True
+            self._engine_closed = True
             return
-        self._attach()
+        self._attach_engine()
 
     def _fail(self, error: str, code: int) -> None:
         self.error, self.error_code = error, code
         self.exit(return_code=code)
 
-    def _attach(self) -> None:
+    def _attach_engine(self) -> None:
         engine = self.engine
         if engine.inbox is None:
             engine.start_inbox()
@@ -561,33 +598,49 @@ class BotctlApp(App):
         if self._quitting:
             return
         engine = self.engine
-        in_flight = len(engine.book.orders.base) if engine is not None and not self._closed else 0
+        in_flight = len(engine.book.orders.base) if engine is not None and not self._engine_closed else 0
         if in_flight:
             self.push_screen(QuitDialog(in_flight), self._quit_choice)
         else:
-            self._stop_and_exit(settle=False)
+            self._begin_quitting(settle=False)
 
     def _quit_choice(self, choice: str | None) -> None:
         if choice in ("settle", "now"):
-            self._stop_and_exit(settle=choice == "settle")
+            self._begin_quitting(settle=choice == "settle")
 
     def action_quit_now(self) -> None:
-        if not self._quitting:
-            self._stop_and_exit(settle=False)
+        self._begin_quitting(settle=False)
 
-    @work(group="quit", exclusive=True, exit_on_error=False)
-    async def _stop_and_exit(self, settle: bool) -> None:
-        """Stop at a tick boundary (nothing half-done), optionally settle, close, exit."""
+    def _signalled(self, sig: int) -> None:
+        """SIGTERM, SIGHUP (the terminal went away), SIGINT: "quit now", whatever screen is up."""
+        log.info("%s: stopping the engine and quitting", signal.Signals(sig).name)
+        self.call_later(self.action_quit_now)
+
+    @on(TerminalLost)
+    def _terminal_lost(self, _message: TerminalLost) -> None:
+        log.warning("the terminal went away: stopping the engine and quitting")
+        self.action_quit_now()
+
+    def _begin_quitting(self, settle: bool) -> None:
+        """Once: a second way out (a signal over the quit dialog, SIGHUP and the lost terminal together)
+        must not restart, and so cancel, a quit that is already closing the engine."""
+        if self._quitting:
+            return
         self._quitting = True
         self.phase = "stopping"
         self._show_header()
+        self._stop_and_exit(settle)
+
+    @work(group="quit", exit_on_error=False)
+    async def _stop_and_exit(self, settle: bool) -> None:
+        """Stop at a tick boundary (nothing half-done), optionally settle, close, exit."""
         if self._build_worker is not None and self._build_worker.is_running:
             try:
                 await self._build_worker.wait()  # it closes what it built (see _build)
             except Exception:
                 pass
         engine = self.engine
-        if engine is not None and not self._closed:
+        if engine is not None and not self._engine_closed:
             engine.stop()
             worker = self._engine_worker
             if worker is not None:
@@ -615,13 +668,13 @@ class BotctlApp(App):
             except ValueError:
                 pass
             self._unsubscribe = None
-        if self.owns_engine and self.engine is not None and not self._closed:
-            self._closed = True
+        if self.owns_engine and self.engine is not None and not self._engine_closed:
+            self._engine_closed = True
             await self.engine.close()
 
     async def on_unmount(self) -> None:
         """However the app ends, an engine it built is closed (the lock released)."""
-        if self.engine is not None and not self._closed:
+        if self.engine is not None and not self._engine_closed:
             self.engine.stop()
             await self._release()
         if self._froze_gc:

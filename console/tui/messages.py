@@ -33,3 +33,7 @@ class OperatorResult(Message):
         self.action = action
         self.accepted = accepted
         self.detail = detail
+
+
+class TerminalLost(Message):
+    """The terminal went away (a write to it failed): nobody can see or steer the console any more."""

@@ -131,7 +131,7 @@ class PositionsPanel(Panel):
         gone = [pid for pid in touched if pid in present and pid not in live]
         new = sorted(pid for pid in touched if pid not in present and pid in live)
         if gone:
-            table.remove(gone)
+            table.remove_rows(gone)
         if new:
             in_order = model.sort_column == "id" and not self.reverse and (not table.keys or new[0] > table.keys[-1])
             table.add(new)  # at the end; anywhere else the next sort puts them in place
@@ -232,7 +232,7 @@ def _sync_table(table: LiveTable, rows: dict) -> None:
     gone = [k for k in present if k not in rows]
     new = sorted(k for k in rows if k not in present)
     if gone:
-        table.remove(gone)
+        table.remove_rows(gone)
     if new:
         table.add(new)
     table.touch_all()

@@ -154,7 +154,7 @@ class LiveTable(ScrollView, can_focus=True):
                 index[key] = base + offset
         self._rows_changed()
 
-    def remove(self, keys: Iterable) -> None:
+    def remove_rows(self, keys: Iterable) -> None:
         gone = {k for k in keys if k in self._positions()}
         if not gone:
             return

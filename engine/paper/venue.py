@@ -15,6 +15,7 @@ write is one transaction, so a kill -9 leaves it as a chain would be.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from engine.money import bps_of, quote_for, to_units, tokens_for
 from engine.paper.market import PaperChain, rng, step_price
+from storage import check_private
 from wallet.paper import PaperSigner, SignatureError, tx_id
 
 SCHEMA = """
@@ -63,6 +65,11 @@ class VenueMismatch(Exception):
     """The venue on disk is not the one the settings describe."""
 
 
+class VenueGone(VenueMismatch):
+    """The book has traded with a venue that is no longer on disk. A new one would be another chain:
+    entries denied for ever, exits never settled, reconciliation 'accepting' its genesis as income."""
+
+
 class VenueRejected(Exception):
     """The venue refused a transaction before accepting it: it can never land."""
 
@@ -76,6 +83,7 @@ class VenueParams:
     latency_blocks: int = 2
     deposit_usd: Decimal = Decimal(1000)
     native_deposit: Decimal = Decimal(5)
+    must_exist: bool = False  # the book has recorded this venue's genesis: never create another
 
 
 def network_fee_cap(kind: str) -> int:
@@ -99,8 +107,15 @@ class PaperVenue:
     # ---- lifecycle
 
     def open(self) -> "PaperVenue":
+        check_private(self.path)  # whoever writes the venue decides what the book reconciles to
         fresh = not self.path.exists()
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if self.params.must_exist and (fresh or self.path.stat().st_size == 0):
+            raise self._gone("missing" if fresh else "empty")
+        old = os.umask(0o077)
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        finally:
+            os.umask(old)
         if fresh:
             self.path.chmod(0o600)
         conn.execute("PRAGMA journal_mode = WAL")
@@ -110,6 +125,9 @@ class PaperVenue:
         self._conn = conn
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if not meta:
+            if self.params.must_exist:
+                self.close()
+                raise self._gone("without its genesis")
             self._genesis()
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         elif self.params.seed is not None and int(meta["seed"]) != self.params.seed:
@@ -122,6 +140,11 @@ class PaperVenue:
         self.height = int(meta["height"])
         self.genesis_ms = int(meta["genesis_ms"])
         return self
+
+    def _gone(self, how: str) -> VenueGone:
+        return VenueGone(
+            f"the paper venue {self.path} is {how}, but the book has traded with it: restore that file, "
+            "or start a fresh BOTCTL_HOME (a new venue would not hold the book's orders and funds)")
 
     def close(self) -> None:
         if self._conn is not None:

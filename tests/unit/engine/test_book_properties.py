@@ -169,9 +169,11 @@ class BookMachine(RuleBasedStateMachine):
         previous = self.book.trading_state
         tripped = self.book.meta.get("consecutive_losses") >= POLICY.limits.max_consecutive_losses
         result = self.submit(set_state(state, by=by, at=self.at(), force=force))
-        allowed = (state is not previous and (previous is not TradingState.HALTED or force)) or \
-            (state is previous is TradingState.ACTIVE and tripped)  # resuming re-arms the loss breaker
+        allowed = state is previous or previous is not TradingState.HALTED or force  # asking for the current
+        changed = allowed and (state is not previous or (state is TradingState.ACTIVE and tripped))  # state: no-op
         assert result.accepted == allowed, result.reason
+        if allowed:
+            assert bool(result.events) == changed, result.events  # resuming re-arms a tripped loss breaker
         assert self.book.trading_state is (state if allowed else previous)
 
     def world_stage(self, data):

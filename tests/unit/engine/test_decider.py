@@ -634,14 +634,16 @@ def test_deposit_once_per_ref():
     assert quote(book, "base") == usd(10)
 
 
-def test_trading_state_changes_and_no_op_is_rejected():
+def test_trading_state_changes_and_asking_for_the_current_state_changes_nothing():
     book = given()
     assert when(book, pause()) == [TradingStateChanged(TradingState.REDUCING, TradingState.ACTIVE,
                                                        "operator reducing", "operator", NOW)]
-    assert denial(when(book, resume())) is not None  # already active
+    assert when(book, resume()) == []  # already active: nothing to do, and not an error
     book = given(pause())
-    assert denial(when(book, pause())) is not None
+    assert when(book, pause()) == []
     assert when(book, resume())[0].state is TradingState.ACTIVE
+    book = given(halt())
+    assert when(book, halt()) == []  # an emergency halt on a halted bot succeeds
 
 
 def test_leaving_a_halt_needs_force():

@@ -1,0 +1,216 @@
+"""Configuration and the home's files, through the real CLI: what is read from where, what is shown,
+and what is refused (one `error:` line, exit 2) instead of being accepted silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from terminal import converse
+
+pytestmark = pytest.mark.slow
+
+SECRET_URL = "http://127.0.0.1:9/v2/SECRETKEY?api-key=SECRETQUERY"
+
+
+def one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def env_without_home(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """No BOTCTL_ variable at all, and a private user home, so `~/.botctl` can be looked at."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update({"HOME": str(tmp_path / "user"), "BOTCTL_PAPER__SPEED": "0"})
+    env.update(extra)
+    return env
+
+
+def cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+def venue_seed(home: Path) -> str:
+    conn = sqlite3.connect(home / "paper-venue.db")
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key = 'seed'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- the home, from every source
+
+
+def test_home_named_in_dotenv_is_the_home_whose_config_is_read(tmp_path):
+    home = tmp_path / "x" / "home"
+    home.mkdir(parents=True, mode=0o700)
+    (home / "config.toml").write_text('max_position_usd = "7"\ndefault_position_usd = "7"\n[paper]\nseed = 9\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / ".env").write_text(f"BOTCTL_HOME={home}\n")
+    env = env_without_home(tmp_path)
+
+    shown = cli(work, env, "config", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    config = json.loads(shown.stdout)
+    assert config["home"] == str(home)
+    assert config["max_position_usd"] == "7" and config["paper"]["seed"] == 9
+
+    ran = cli(work, env, "run", "--duration", "40")
+    assert ran.returncode == 0, ran.stderr
+    assert not (tmp_path / "user" / ".botctl").exists(), "nothing may be read or written in ~/.botctl"
+    assert venue_seed(home) == "9", "a new venue takes the home's configured seed"
+    positions = json.loads(cli(work, env, "positions", "--all", "--json").stdout)
+    assert positions, "a 40-block run opens positions"
+    assert all(float(p["cost"]) <= 7 for p in positions), "the home's risk limit is in force"
+    status = json.loads(cli(work, env, "status", "--json").stdout)
+    assert status["stage"] == "paper"
+    assert cli(work, env, "audit").returncode == 0
+
+
+def test_profile_named_in_dotenv_is_the_profile_in_force(tmp_path):
+    home = tmp_path / "home"
+    (tmp_path / ".env").write_text(f"BOTCTL_HOME={home}\nBOTCTL_PROFILE=soft-launch\n")
+    result = cli(tmp_path, env_without_home(tmp_path), "config", "show")
+    assert result.returncode == 2, "soft-launch is looser than the stage a new book starts in"
+    assert "stage is paper: promote first" in one_error_line(result)
+
+
+# --------------------------------------------------------------------------- one masking rule
+
+
+def test_config_show_masks_endpoints_to_scheme_and_host(botctl, home, tmp_path):
+    env = {"BOTCTL_CHAINS__BASE__KIND": "evm", "BOTCTL_CHAINS__BASE__RPC_URL": SECRET_URL}
+    (tmp_path / ".env").write_text("BOTCTL_CHAINS__SOL__KIND=solana\n"
+                                   "BOTCTL_CHAINS__SOL__RPC_URL=https://user:hunter2@rpc.example?api-key=SECRET3\n")
+    for args in (["config", "show"], ["config", "show", "--json"]):
+        result = botctl(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        for secret in ("SECRETKEY", "SECRETQUERY", "SECRET3", "hunter2", "user"):
+            assert secret not in result.stdout + result.stderr
+    config = json.loads(botctl("config", "show", "--json", env=env).stdout)
+    assert config["chains"]["base"]["rpc_url"] == "http://127.0.0.1:9/…"
+    assert config["chains"]["sol"]["rpc_url"] == "https://rpc.example/…"
+    assert config["chains"]["sol"]["jupiter_url"] == "https://api.jup.ag/…"
+
+
+def test_doctor_masks_endpoints_the_same_way(botctl):
+    env = {"BOTCTL_CHAINS__BASE__KIND": "evm", "BOTCTL_CHAINS__BASE__RPC_URL": SECRET_URL}
+    result = botctl("doctor", env=env)
+    assert "http://127.0.0.1:9/…" in result.stdout
+    assert "SECRET" not in result.stdout + result.stderr
+
+
+def test_reveal_only_on_a_terminal(botctl, home):
+    env = {"BOTCTL_CHAINS__BASE__KIND": "evm", "BOTCTL_CHAINS__BASE__RPC_URL": SECRET_URL}
+    piped = botctl("config", "show", "--reveal", env=env)
+    assert piped.returncode == 2
+    assert "terminal" in one_error_line(piped)
+    assert "SECRET" not in piped.stdout + piped.stderr
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    full.update(env, BOTCTL_HOME=str(home))
+    code, shown = converse(["config", "show", "--reveal"], full, [])
+    assert code == 0, shown
+    assert SECRET_URL in shown
+
+
+# --------------------------------------------------------------------------- refused, not ignored
+
+
+@pytest.mark.parametrize("config, dotenv, words", [
+    ("max_slipage_bps = 10\n", "", ["config.toml: max_slipage_bps is not a setting",
+                                    "did you mean max_slippage_bps?"]),
+    ("[paper]\nseedd = 3\n", "", ["config.toml: paper.seedd is not a setting", "did you mean paper.seed?"]),
+    ("", "BOTCTL_MAX_SLIPAGE_BPS=10\n", [".env line 1: BOTCTL_MAX_SLIPAGE_BPS is not a setting",
+                                         "did you mean BOTCTL_MAX_SLIPPAGE_BPS?"]),
+    ("", "# ok\nBOTCTL_PAPER__FAIL_RATE=5\n", [".env line 2: BOTCTL_PAPER__FAIL_RATE is not a setting",
+                                              "did you mean BOTCTL_PAPER__FAIL_RATE_BPS?"]),
+    ('profile = "paper"\n', "", ["config.toml: profile cannot be set here", "BOTCTL_PROFILE"]),
+    ('home = "/tmp"\n', "", ["config.toml: home cannot be set here", "BOTCTL_HOME"]),
+    ("", "BOTCTL_COOLDOWN_S=5\nBOTCTL_EVM_PASSWORD hunter2\n", [".env line 2: not a NAME=value line"]),
+    ("", "BOTCTL_DEBUG=1\n", [".env line 1: BOTCTL_DEBUG is read from the environment only"]),
+    ('min_position_usd = "20"\nmax_position_usd = "10"\n', "",
+     ["BOTCTL_MIN_POSITION_USD=20 is above BOTCTL_MAX_POSITION_USD=10"]),
+    ('[paper]\ndeposit_usd = "0.0000001"\n', "", ["BOTCTL_PAPER__DEPOSIT_USD", "the deposit would be 0"]),
+    ("", "BOTCTL_PAPER__NATIVE_DEPOSIT=0.0000000001\n", ["BOTCTL_PAPER__NATIVE_DEPOSIT",
+                                                        "the deposit would be 0"]),
+])
+def test_what_was_silently_accepted_is_refused(botctl, home, tmp_path, config, dotenv, words):
+    home.mkdir(mode=0o700)
+    if config:
+        (home / "config.toml").write_text(config)
+    if dotenv:
+        (tmp_path / ".env").write_text(dotenv)
+    result = botctl("run", "--duration", "5")
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = one_error_line(result)
+    for word in words:
+        assert word in line
+    assert "hunter2" not in line
+    assert not (home / "botctl.db").exists(), "nothing may be written on bad input"
+
+
+# --------------------------------------------------------------------------- files others can write
+
+
+# Every command reads its settings from the home first, so each refuses; a different few per file.
+INSECURE = (
+    ("config.toml", 0o666, "chmod 600", (["config", "show"], ["status"], ["run", "--duration", "5"])),
+    ("paper-venue.db", 0o646, "chmod 600", (["positions", "--json"], ["reconcile"], ["history"])),
+    ("botctl.db", 0o620, "chmod 600", (["audit"], ["reservations"])),
+    (".", 0o777, "chmod 700", (["nonces"], ["history", "--commands"], ["config", "show", "--json"])),
+)
+
+
+def test_every_command_refuses_a_home_file_others_can_write(botctl, home):
+    assert botctl("run", "--seed", "3", "--duration", "20").returncode == 0
+    (home / "config.toml").write_text("cooldown_s = 60\n")
+    os.chmod(home / "config.toml", 0o600)
+    for name, mode, fix, commands in INSECURE:
+        path = home / name
+        os.chmod(path, mode)
+        for args in commands:
+            result = botctl(*args)
+            assert result.returncode == 2, (name, args, result.stderr)
+            assert f"{fix} {path}" in one_error_line(result), (name, args)
+        if name == ".":
+            doctor = botctl("doctor")
+            assert doctor.returncode == 1 and f"{fix} {path}" in doctor.stdout
+        os.chmod(path, 0o700 if name == "." else 0o600)
+    assert botctl("audit").returncode == 0
+
+
+# --------------------------------------------------------------------------- the paper venue is the chain
+
+
+@pytest.mark.parametrize("how", ["deleted", "emptied"])
+def test_a_venue_that_is_gone_is_an_error_never_a_new_venue(botctl, home, how):
+    assert botctl("run", "--seed", "6", "--duration", "40").returncode == 0
+    before = json.loads(botctl("status", "--json").stdout)
+    venue = home / "paper-venue.db"
+    for extra in (Path(f"{venue}-wal"), Path(f"{venue}-shm")):
+        extra.unlink(missing_ok=True)
+    if how == "deleted":
+        venue.unlink()
+    else:
+        venue.write_bytes(b"")
+    for args in (["run", "--duration", "5"], ["reconcile", "--accept"]):
+        result = botctl(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        line = one_error_line(result)
+        assert str(venue) in line and "restore" in line and "fresh BOTCTL_HOME" in line
+    assert venue.exists() == (how == "emptied") and (not venue.exists() or venue.stat().st_size == 0)
+    after = json.loads(botctl("status", "--json").stdout)
+    assert after["equity"] == before["equity"], "nothing was accepted from a venue that is not the book's"
+    assert botctl("audit").returncode == 0

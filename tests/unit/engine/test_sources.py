@@ -1,0 +1,281 @@
+"""Signals from a file or stdin: any bytes on a line are skipped with a reason, never fatal; files
+are followed by name through rotation and truncation; a last line without a newline is taken."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import time
+
+import pytest
+
+from engine.decider import decide
+from engine.messages import EntryDenied
+from engine.money import parse_amount
+from engine.paper.market import CHAINS
+from engine.sources import AFTER_TAKEN, MAX_LINE_BYTES, OVERLONG, JsonlSource, Lines
+
+from builders import funded, given, reserve, usd
+
+NOW = 1_800_000_000_000
+
+
+def good(ident: str, token: str = "WIF", chain: str = "solana", **extra) -> bytes:
+    fields = {"id": ident, "chain": chain, "token": token, **extra}
+    return ("{" + ", ".join(f'"{k}": {_json(v)}' for k, v in fields.items()) + "}").encode()
+
+
+def _json(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+# A line that cannot be taken, and the reason the log gives for it.
+BAD = [
+    ("not JSON", b"not json", "not JSON"),
+    ("a JSON array", b"[1, 2]", "not a JSON object"),
+    ("no token", b'{"chain": "solana"}', "chain and token are required"),
+    ("unknown chain", b'{"chain": "mars", "token": "WIF"}', "unknown chain 'mars'"),
+    ("unknown token", b'{"chain": "base", "token": "NOPE"}', "unknown token 'NOPE' on base"),
+    ("4,400-digit size", b'{"chain": "base", "token": "AERO", "size": ' + b"1" * 4400 + b"}",
+     "larger than any amount"),
+    ("4,400-digit id", b'{"id": ' + b"7" * 4400 + b', "chain": "base", "token": "AERO"}', "printable characters"),
+    ("size 1e999999999", b'{"chain": "base", "token": "AERO", "size": "1e999999999"}', "larger than any amount"),
+    ("size NaN", b'{"chain": "base", "token": "AERO", "size": NaN}', "NaN is not a number"),
+    ("size Infinity", b'{"chain": "base", "token": "AERO", "size": "Infinity"}', "not a positive amount"),
+    ("size true", b'{"chain": "base", "token": "AERO", "size": true}', "size must be a decimal string"),
+    ("size zero", b'{"chain": "base", "token": "AERO", "size": "0"}', "size must be positive"),
+    ("size negative", b'{"chain": "base", "token": "AERO", "size": -5}', "not a positive amount"),
+    ("size too precise", b'{"chain": "base", "token": "AERO", "size": "1.0000001"}', "more than 6 decimals"),
+    ("ttl_s 1e400", b'{"chain": "base", "token": "AERO", "at": "2026-01-01T00:00:00Z", "ttl_s": 1e400}',
+     "ttl_s must be from 0 to"),
+    ("ttl_s negative", b'{"chain": "base", "token": "AERO", "at": "2026-01-01T00:00:00Z", "ttl_s": -1}',
+     "ttl_s must be from 0 to"),
+    ("ttl_s text", b'{"chain": "base", "token": "AERO", "at": "2026-01-01T00:00:00Z", "ttl_s": "soon"}',
+     "ttl_s must be a number"),
+    ("year 1, no zone", b'{"chain": "base", "token": "AERO", "at": "0001-01-01T00:00:00", "ttl_s": 30}',
+     "at needs a time zone"),
+    ("at not a time", b'{"chain": "base", "token": "AERO", "at": "yesterday", "ttl_s": 30}', "not an ISO 8601"),
+    ("100,000 [", b"[" * 100_000, f"longer than {MAX_LINE_BYTES} bytes"),
+    ("5,000 [", b"[" * 5_000, "nested deeper than 16 levels"),
+    ("17 levels", b'{"chain": "base", "token": "AERO", "x": ' + b"[" * 16 + b"]" * 16 + b"}", "nested deeper"),
+    ("invalid UTF-8 in id", b'{"id": "u\xff\xfe", "chain": "base", "token": "AERO"}', "not valid UTF-8 (byte 10)"),
+    ("lone surrogate in id", b'{"id": "u\\udcff", "chain": "base", "token": "AERO"}', "printable characters"),
+    ("control character in id", b'{"id": "a\\nb", "chain": "base", "token": "AERO"}', "printable characters"),
+    ("empty id", b'{"id": "", "chain": "base", "token": "AERO"}', "printable characters"),
+    ("id a list", b'{"id": [1], "chain": "base", "token": "AERO"}', "id must be a string or an integer"),
+]
+
+
+def source_with(tmp_path, data: bytes) -> JsonlSource:
+    path = tmp_path / "signals.jsonl"
+    path.write_bytes(data)
+    return JsonlSource(str(path), CHAINS)
+
+
+def skipped(caplog) -> dict[int, str]:
+    return {r.line: r.reason for r in caplog.records if getattr(r, "reason", None) and hasattr(r, "line")
+            and r.getMessage().startswith("signal line")}
+
+
+@pytest.mark.parametrize(("name", "line", "reason"), BAD, ids=[b[0] for b in BAD])
+def test_a_bad_line_is_skipped_with_its_number_and_the_lines_around_it_are_taken(tmp_path, caplog, name, line,
+                                                                                  reason):
+    caplog.set_level(logging.INFO, "botctl.signals")
+    source = source_with(tmp_path, b"\n".join([good("before"), b"", line, good("after", "JUP")]) + b"\n")
+    found = source.poll(1, NOW)
+    assert [o.id for o in found] == ["before", "after"]
+    assert list(skipped(caplog)) == [3]
+    assert reason in skipped(caplog)[3]
+    assert source.poll(2, NOW) == [], "each line is read once"
+
+
+def test_every_bad_line_in_one_file_is_skipped_and_only_the_good_ones_are_taken(tmp_path, caplog):
+    lines = [good("g0")]
+    for i, (_name, line, _reason) in enumerate(BAD):
+        lines += [line, good(f"g{i + 1}")]
+    source = source_with(tmp_path, b"\n".join(lines) + b"\n")
+    assert [o.id for o in source.poll(1, NOW)] == [f"g{i}" for i in range(len(BAD) + 1)]
+    assert list(skipped(caplog)) == list(range(2, 2 * len(BAD) + 1, 2))
+
+
+def test_nesting_is_bounded_by_the_rules_not_by_the_interpreter(tmp_path, caplog):
+    sixteen = b'{"id": "deep", "chain": "base", "token": "AERO", "x": ' + b"[" * 15 + b"]" * 15 + b"}"
+    brackets_in_text = good("[[[[[[[[[[[[[[[[[[[[", "JUP")
+    source = source_with(tmp_path, sixteen + b"\n" + brackets_in_text + b"\n")
+    assert [o.id for o in source.poll(1, NOW)] == ["deep", "[[[[[[[[[[[[[[[[[[[["]
+    assert skipped(caplog) == {}
+
+
+def test_sizes_beyond_every_ceiling_reach_the_rules_as_exact_integers(tmp_path):
+    source = source_with(tmp_path, b"\n".join([
+        good("big", size="1e30"), good("number", "JUP", size=20.5), good(42, "PYTH", size=7),  # type: ignore[arg-type]
+        good("dust", "BONK", size="0.01")]) + b"\n")
+    assert [(o.id, o.amount) for o in source.poll(1, NOW)] == [
+        ("big", 10**36), ("number", 20_500_000), ("42", 7_000_000), ("dust", 10_000)]
+
+
+def test_a_signal_older_than_its_ttl_is_skipped_whatever_its_year(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "botctl.signals")
+    source = source_with(tmp_path, b"\n".join([
+        good("ancient", at="0001-01-01T00:00:00Z", ttl_s=30),
+        good("fresh", "JUP", at="2027-01-15T08:00:00+00:00", ttl_s="1e9"),
+        good("exact", "PYTH", at="2027-01-15T08:00:00Z", ttl_s=0.5)]) + b"\n")
+    assert [o.id for o in source.poll(1, 1_800_000_000_000)] == ["fresh", "exact"]
+    assert skipped(caplog) == {1: "older than its ttl"}
+
+
+def test_a_signal_below_the_minimum_position_is_refused_by_the_rules():
+    book = given(*funded("base"))
+    assert book.policy.limits.min_position == 1
+    [event] = decide(book, reserve(amount=usd("0.99"), signal="dust"))
+    assert isinstance(event, EntryDenied) and event.signal_id == "dust"
+    assert event.reason == "size 0.990000 is below the minimum position 1"
+    assert not isinstance(decide(book, reserve(amount=usd(1)))[0], EntryDenied)
+
+
+def test_parse_amount_is_exact_and_bounded():
+    assert parse_amount("1e30", 6) == 10**36
+    assert parse_amount("0.0000010000", 6) == 1
+    assert parse_amount("1" + "0" * 30 + "e-30", 6) == 1_000_000
+    assert parse_amount("123456789012345678901234567890.123456", 6) == 123456789012345678901234567890123456
+    with pytest.raises(ValueError, match="more than 6 decimals"):
+        parse_amount("1.0000000000000000000000000000000000001", 6)
+    with pytest.raises(ValueError, match="larger than any amount"):
+        parse_amount("1e40", 6)
+
+
+# ---------------------------------------------------------------------------------------------- lines
+
+def test_an_unfinished_line_waits_for_its_newline_or_the_end_of_the_stream():
+    lines = Lines()
+    assert lines.feed(b'{"a": 1}\n{"b": [1, ') == [(1, b'{"a": 1}')]
+    assert lines.feed(b"2]") == []
+    assert lines.feed(b"}\n") == [(2, b'{"b": [1, 2]}')]
+    assert lines.feed(b"not json yet") == []
+    assert lines.finish() == [(3, b"not json yet")]
+    assert lines.finish() == []
+
+
+def test_a_last_line_that_is_a_whole_object_is_taken_without_its_newline_and_only_once():
+    lines = Lines()
+    assert lines.feed(b'{"a": 1}') == [(1, b'{"a": 1}')]
+    assert lines.feed(b"  \r\n") == []
+    assert lines.feed(b'{"b": 2}') == [(2, b'{"b": 2}')]
+    assert lines.feed(b" tail\n") == [(2, AFTER_TAKEN)]
+    assert lines.feed(b"x\n") == [(3, b"x")]
+
+
+def test_an_overlong_line_is_refused_whole_and_never_held_in_memory():
+    lines = Lines()
+    for _ in range(100):
+        assert lines.feed(b"x" * 1000) == []
+        assert len(lines._pending) <= MAX_LINE_BYTES
+    assert lines.feed(b'x\n{"a": 1}\n') == [(1, OVERLONG), (2, b'{"a": 1}')]
+
+
+# ---------------------------------------------------------------------------------------------- following
+
+def write(path, data: bytes, mode: str = "ab") -> None:
+    with open(path, mode) as handle:
+        handle.write(data)
+
+
+def test_a_moved_file_is_read_to_its_end_then_the_new_file_from_its_start(tmp_path, caplog):
+    path = tmp_path / "signals.jsonl"
+    write(path, good("a1") + b"\n" + good("a2", "JUP") + b"\n")
+    source = JsonlSource(str(path), CHAINS)
+    assert [o.id for o in source.poll(1, NOW)] == ["a1", "a2"]
+    write(path, good("a3", "PYTH") + b"\n")
+    os.rename(path, tmp_path / "signals.jsonl.1")
+    write(tmp_path / "signals.jsonl.1", good("a4", "BONK") + b"\n")  # the writer still had the old file open
+    assert [o.id for o in source.poll(2, NOW)] == ["a3", "a4"]
+    assert source.poll(3, NOW) == [] and source.poll(4, NOW) == []
+    assert sum("is gone" in r.getMessage() for r in caplog.records) == 1, "a lasting condition is logged once"
+    write(path, good("b1", "AERO", "base") + b"\n" + good("b2", "DEGEN", "base") + b"\n")
+    write(path, b'{"id": "b3", "chain": "base", ')
+    assert [o.id for o in source.poll(5, NOW)] == ["b1", "b2"]
+    assert any("was replaced" in r.getMessage() for r in caplog.records)
+    write(path, b'"token": "BRETT"}\n')
+    assert [o.id for o in source.poll(6, NOW)] == ["b3"], "the line split across writes arrives whole"
+    assert not skipped(caplog)
+
+
+def test_a_replaced_file_ends_the_old_ones_last_line(tmp_path, caplog):
+    path = tmp_path / "signals.jsonl"
+    write(path, good("a1") + b"\n" + b'{"id": "cut", "chain"')
+    source = JsonlSource(str(path), CHAINS)
+    assert [o.id for o in source.poll(1, NOW)] == ["a1"]
+    os.rename(path, tmp_path / "old")
+    write(path, good("b1", "JUP") + b"\n")
+    assert [o.id for o in source.poll(2, NOW)] == ["b1"]
+    assert list(skipped(caplog)) == [2] and "not JSON" in skipped(caplog)[2]
+
+
+def test_a_truncated_file_is_noticed_and_read_again_from_its_start(tmp_path, caplog):
+    path = tmp_path / "signals.jsonl"
+    write(path, good("a1") + b"\n" + good("a2", "JUP") + b"\n")
+    source = JsonlSource(str(path), CHAINS)
+    assert [o.id for o in source.poll(1, NOW)] == ["a1", "a2"]
+    write(path, b"", "wb")
+    assert source.poll(2, NOW) == []
+    assert any("was truncated or rewritten" in r.getMessage() for r in caplog.records)
+    write(path, good("b1", "PYTH") + b"\n")
+    assert [o.id for o in source.poll(3, NOW)] == ["b1"]
+    write(path, good("c1", "BONK") + b"\n", "wb")  # truncated and rewritten between two polls
+    assert [o.id for o in source.poll(4, NOW)] == ["c1"]
+
+
+def test_a_line_without_an_id_keeps_its_id_when_the_file_is_read_again(tmp_path):
+    path = tmp_path / "signals.jsonl"
+    write(path, b'{"chain": "base", "token": "AERO"}\n{"chain": "base", "token": "AERO"}\n')
+    first = [o.id for o in JsonlSource(str(path), CHAINS).poll(1, NOW)]
+    assert len(set(first)) == 2, "two lines, two signals"
+    assert [o.id for o in JsonlSource(str(path), CHAINS).poll(1, NOW)] == first, "a restart re-reads the same ids"
+
+
+def test_a_missing_or_unreadable_file_is_refused_at_start(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        JsonlSource(str(tmp_path / "nope.jsonl"), CHAINS)
+    with pytest.raises(FileNotFoundError, match="cannot be read"):
+        JsonlSource(str(tmp_path), CHAINS)
+
+
+# ---------------------------------------------------------------------------------------------- stdin
+
+def poll_until(source: JsonlSource, done, seconds: float = 5.0) -> list:
+    found, deadline = [], time.monotonic() + seconds
+    while not done(found):
+        assert time.monotonic() < deadline, found
+        found += source.poll(1, NOW)
+        time.sleep(0.005)
+    return found
+
+
+def test_stdin_takes_its_last_line_at_the_end_and_refuses_invalid_utf8(monkeypatch, caplog):
+    caplog.set_level(logging.INFO, "botctl.signals")
+    read, written = os.pipe()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(read, "rb"), encoding="utf-8"))
+    source = JsonlSource("-", CHAINS)
+    os.write(written, good("s1") + b"\n" + b'{"id": "\xff", "chain": "base", "token": "AERO"}\n' + b'{"id": "s2"')
+    os.write(written, b', "chain": "base", "token": "AERO"')
+    os.close(written)
+    found = poll_until(source, lambda f: any("ended" in r.getMessage() for r in caplog.records))
+    assert [o.id for o in found] == ["s1"]
+    assert list(skipped(caplog)) == [2, 3] and "UTF-8" in skipped(caplog)[2] and "not JSON" in skipped(caplog)[3]
+
+
+def test_a_closed_or_broken_stdin_ends_the_signals_without_a_traceback(monkeypatch, caplog):
+    crashed = []
+    monkeypatch.setattr("threading.excepthook", lambda args: crashed.append(args))
+    monkeypatch.setattr(sys, "stdin", None)
+    source = JsonlSource("-", CHAINS)
+    poll_until(source, lambda f: any("stdin is closed" in r.getMessage() for r in caplog.records))
+    broken = io.TextIOWrapper(io.BytesIO(b""))
+    broken.close()
+    monkeypatch.setattr(sys, "stdin", broken)
+    source = JsonlSource("-", CHAINS)
+    poll_until(source, lambda f: any("stdin stopped" in r.getMessage() and "closed file" in r.getMessage()
+                                     for r in caplog.records))
+    assert crashed == []

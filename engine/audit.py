@@ -52,7 +52,7 @@ def replay_journal(rows: Iterable[tuple[int, int, str, str]], policy: Policy) ->
             problems.append(f"journal event {seq} ({kind}) cannot be read: {type(exc).__name__}: {exc}")
             stopped = True
             break
-        if event.at != at:
+        if getattr(event, "at", at) != at:
             problems.append(f"journal event {seq} ({kind}) is dated {at} in its row but {event.at} in its data")
         try:
             evolve(book, event)

@@ -23,6 +23,7 @@ from console.output import emit_json, money, price
 JSON = typer.Option(False, "--json", help="One JSON object on stdout.")
 NO_WAIT = typer.Option(False, "--no-wait", help="Print the command id and return at once.")
 TIMEOUT = typer.Option(30.0, "--timeout", min=0.1, help="Seconds to wait for the result.")
+ID_MAX = 2**63 - 1  # SQLite's largest integer: no id is beyond it
 
 
 def _tty() -> bool:
@@ -119,12 +120,17 @@ async def _decide_here(settings, db: Path, command: str, args: dict | None) -> i
         owner = await (_own_book(settings) if stage_command else _own_engine(settings))
     except OwnerBusy:  # someone started meanwhile: they decide it
         return None
+    ident = None
     try:
         ident = inbox.post(db, command, args) if args is not None else None
         poller = inbox.InboxPoller(owner)
         only = inbox.STAGE_COMMANDS if stage_command else None
         while await poller.drain(only=only) and not stage_command:
             await owner.settle()  # rows that came while this settled are decided in the next round
+    except BaseException:
+        if ident is not None:  # failed before deciding it: it must not run later either
+            inbox.withdraw(db, ident, "the engine stopped before deciding it")
+        raise
     finally:
         await owner.close()
     return ident
@@ -218,8 +224,8 @@ def close(
         raise Usage("close needs a position ID or --all")
     if ident is not None and all_:
         raise Usage("give a position ID or --all, not both")
-    if ident is not None and ident <= 0:
-        raise Usage(f"position ids are positive integers, not {ident}")
+    if ident is not None and not 0 < ident <= ID_MAX:
+        raise Usage(f"position ids are integers from 1 to {ID_MAX}, not {ident}")
     settings, db, policy = context()
     args: dict = {"reason": reason} if reason else {}
     if all_:

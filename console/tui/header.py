@@ -52,8 +52,8 @@ class StatusHeader(Widget):
         text.append(f" {view.state} ", state_style)
         if view.review:
             text.append("  REVIEW: botctl reconcile", self._cls("warn"))
-        if view.breaker:
-            text.append(f"  LOSS BREAKER: {view.breaker} losses in a row, no entries (botctl resume)", self._cls("warn"))
+        if view.breakers:
+            text.append(f"  BREAKER: {'; '.join(view.breakers)}: no entries (botctl resume)", self._cls("warn"))
         if view.height is not None:
             text.append("  block ", label)
             text.append(str(view.height))

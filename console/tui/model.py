@@ -16,8 +16,10 @@ from typing import Any, Iterable
 
 from console.tui.format import age, amount, clock_time, compact_price, money, price, short, signed
 from engine.book import Book, Order, Position, Reservation
+from engine.decider import tripped_breakers
 from engine.messages import (
     AttestationRecorded,
+    BreakerTripped,
     CloseDenied,
     CloseRequested,
     CommandRejected,
@@ -103,8 +105,8 @@ _POSITION_EVENTS = frozenset({PositionOpened, PositionClosed, CloseRequested, Or
 _ORDER_EVENTS = frozenset({EntryReserved, CloseRequested, OrderSigned, OrderSubmitted, OrderFilled, OrderFailed,
                            OrderOutcomeUnknown, OrderAbandoned, NoopRequested, NonceFloorRaised, PositionClosed,
                            PositionOpened, ReconciliationAccepted})
-LOGGED = frozenset({Deposited, EntryReserved, CloseRequested, CloseDenied, OrderFailed, OrderOutcomeUnknown,
-                    OrderAbandoned, NoopRequested, PositionOpened, PositionClosed, TradingStateChanged, Reconciled,
+LOGGED = frozenset({Deposited, EntryReserved, CloseRequested, CloseDenied, OrderFailed, BreakerTripped,
+                    OrderOutcomeUnknown, OrderAbandoned, NoopRequested, PositionOpened, PositionClosed, TradingStateChanged, Reconciled,
                     ReconciliationAccepted, InboxAnswered, CommandRejected, StageChanged, AttestationRecorded,
                     DrillRecorded})
 
@@ -256,7 +258,7 @@ class HeaderView:
     in_flight: int
     unknown: int
     chains: tuple[ChainLine, ...]
-    breaker: int = 0  # consecutive losses, when the loss breaker has stopped new entries
+    breakers: tuple[str, ...] = ()  # the breakers that stop new entries now, in words
 
 
 def mode_badge(settings) -> str:
@@ -299,10 +301,9 @@ def header_view(settings, book: Book | None, model: PositionsModel | None, phase
         ))
     orders = book.orders.base
     unknown = sum(1 for o in orders.values() if o.state == "unknown") if orders else 0
-    limit, losses = book.policy.limits.max_consecutive_losses, book.meta.get("consecutive_losses")
-    breaker = losses if limit and losses >= limit and state == "RUNNING" else 0
+    breakers = tuple(tripped_breakers(book)) if state == "RUNNING" else ()
     return HeaderView(mode, stage, state, bool(book.meta.get("review")), height, len(book.positions.base),
-                      len(orders), unknown, tuple(lines), breaker)
+                      len(orders), unknown, tuple(lines), breakers)
 
 
 # --------------------------------------------------------------------------- reservations and orders
@@ -448,6 +449,9 @@ def log_line(book: Book, event, where: dict[int, tuple[str, str]] | None = None)
         return f"{at} reserved {held} for {event.chain}/{event.token} (order #{event.order_id})", DIM
     if kind is OrderFailed:
         return f"{at} order #{event.order_id} failed: {event.reason}", RED
+    if kind is BreakerTripped:
+        return (f"{at} rejection breaker: the {event.chain} node refused {event.refused} broadcasts in a row; "
+                f"no entries on {event.chain} until one lands (botctl resume re-arms)", "bold " + RED)
     if kind is OrderOutcomeUnknown:
         return f"{at} order #{event.order_id} outcome unknown: {event.reason} (funds stay held)", YELLOW
     if kind is OrderAbandoned:

@@ -330,3 +330,19 @@ async def test_a_stage_change_from_another_terminal_shows_in_the_header_and_the_
         await app.sync()
         assert app.header.view.stage == "testnet (running paper)"
         assert any("stage paper -> testnet by operator: test" in line for line in app.events.lines)
+
+
+async def test_a_node_refusing_every_broadcast_trips_the_chains_breaker_in_the_header(seeded):
+    from engine.executors.paper import Faults
+
+    engine = await seeded(5)
+    for executor in engine.executors.values():
+        executor.faults = Faults(10_000, 0, executor.faults.expiry_blocks)  # the node refuses everything
+    app = BotctlApp(engine=engine, run_engine=False)
+    async with app.run_test(size=(200, 40)):
+        for _ in range(120):
+            await engine.tick()
+        await app.sync()
+        assert any("rejection breaker" in b for b in app.header.view.breakers), app.header.view
+        assert "BREAKER" in app.header.render().plain
+        assert any("rejection breaker" in line for line in app.events.lines), app.events.lines[-5:]

@@ -7,14 +7,17 @@ here).
 
 from __future__ import annotations
 
-import logging
 import os
+import signal
 import sys
 
-import typer
+# Ctrl-C while the imports below still load: one line, not a traceback (main() restores the default).
+signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("error: interrupted\n"), os._exit(130)))
 
-from console.commands import doctor, operator, read, reconcile, rollout, run, tui
-from console.errors import Failed, Usage, write_error
+import typer  # noqa: E402
+
+from console.commands import doctor, logs, operator, read, reconcile, rollout, run, tui
+from console.errors import DEBUG_VARIABLE, INTERRUPTED, quiet_terminal, report, write_error
 
 app = typer.Typer(
     name="botctl",
@@ -35,40 +38,26 @@ for name, fn in read.COMMANDS.items():
 app.add_typer(rollout.app, name="rollout")
 app.command("drill")(rollout.drill)
 app.command("doctor")(doctor.doctor)
+app.command("logs")(logs.logs_command)
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 config_app.command("show")(read.config_show)
 app.add_typer(config_app, name="config")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: maps every expected failure to one `error:` line and an exit code."""
-    from engine.settings import SettingsError
-    from storage import InsecureHome, StorageError
-
+    """Entry point: every failure becomes one `error:` line and an exit code (console/errors.py)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.run cancels the command's task on Ctrl-C
+    debug = bool(os.environ.get(DEBUG_VARIABLE))
+    quiet_terminal(debug)
     try:
         result = app(args=argv, prog_name="botctl", standalone_mode=False)
-    except typer.Abort:
-        write_error("aborted")
-        return 1
-    except (SettingsError, InsecureHome, Usage) as exc:
-        write_error(str(exc))
-        return 2
-    except (StorageError, Failed) as exc:
-        write_error(str(exc))
-        return 1
-    except KeyboardInterrupt:
-        write_error("interrupted")
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        return report(exc, debug)
+    if result == 130:  # Typer turns a KeyboardInterrupt into a silent Exit(130): say it
+        write_error(INTERRUPTED)
         return 130
-    except Exception as exc:
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # usage errors (Typer's click)
-            write_error(exc.format_message())
-            return 2
-        # A bug: say so in one line, keep the traceback in the log
-        if os.environ.get("BOTCTL_DEBUG"):
-            raise
-        logging.getLogger("botctl").exception("unexpected error")
-        write_error(f"unexpected {type(exc).__name__}: {exc} (BOTCTL_DEBUG=1 shows the traceback)")
-        return 1
     return result if isinstance(result, int) else 0
 
 

@@ -19,7 +19,6 @@ from typing import Callable, Iterable, NamedTuple
 from engine.book import LIVE_ORDER_STATES, META_DEFAULTS, Book, Policy
 from engine.decider import evolve
 from engine.persist import PERSISTED, decode_event, table_images
-from storage import StorageError
 from storage.schema import SCHEMA_VERSION
 
 Query = Callable[[str], Iterable[tuple]]
@@ -332,14 +331,11 @@ def audit_file(db, policy: Policy) -> tuple[list[str], int]:
     """The audit of a database file on a read-only connection, in one read transaction:
     (violations, journal events replayed). A schema this botctl does not know is refused
     (StorageError), as every read command refuses it: its tables cannot be read as ours."""
-    import sqlite3
+    from storage import open_reader
 
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    conn = open_reader(db)  # checked first: a file, SQLite, this botctl's schema, not truncated
     try:
         conn.execute("BEGIN")
-        problem = schema_problem(conn.execute("PRAGMA user_version").fetchone()[0])
-        if problem is not None:
-            raise StorageError(problem)
         problems = audit(lambda sql: conn.execute(sql).fetchall(), policy)
         events = conn.execute("SELECT count(*) FROM journal").fetchone()[0]
         conn.execute("COMMIT")

@@ -145,6 +145,9 @@ class Limits:
     # Broadcasts refused in a row on one chain before its entries stop (0: never). A node that
     # refuses everything would otherwise cost an order (and a no-op for its nonce) per attempt.
     max_consecutive_rejections: int = 5
+    # A tripped rejection breaker lets one entry through this long after the last refusal (a
+    # probe: a chain with no no-ops, like Solana, could otherwise never show that it is back).
+    rejection_probe_ms: int = 300_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +245,11 @@ TABLES = (
 def rejections_key(chain: str) -> str:
     """Meta key: broadcasts the node refused in a row on `chain` (the rejection breaker's count)."""
     return f"rejected:{chain}"
+
+
+def rejected_at_key(chain: str) -> str:
+    """Meta key: when the node of `chain` last refused a broadcast (ms)."""
+    return f"rejected_at:{chain}"
 
 
 META_DEFAULTS: dict[str, Any] = {

@@ -21,7 +21,7 @@ import dataclasses
 import json
 from decimal import Decimal
 
-from engine.book import Book, Fill, NonceState, Order, Position, Reservation, rejections_key
+from engine.book import Book, Fill, NonceState, Order, Position, Reservation, rejected_at_key, rejections_key
 from engine.messages import (
     AbandonOrder,
     AcceptReconciliation,
@@ -398,11 +398,12 @@ def _decide_from_inbox(book: Book, cmd: FromInbox) -> list:
     if not cmd.last:
         return events
     result = outcome(json.loads(cmd.prior) if cmd.prior else None, events, cmd.command)
-    return events + [InboxAnswered(cmd.inbox_id, row_state(result), json.dumps(result, sort_keys=True), cmd.at)]
+    return events + [InboxAnswered(cmd.inbox_id, row_state(result), json.dumps(result, sort_keys=True), cmd.at,
+                                   getattr(cmd.command, "by", ""))]
 
 
 def _decide_answer(book: Book, cmd: AnswerInbox) -> list:
-    return [InboxAnswered(cmd.inbox_id, cmd.state, cmd.result, cmd.at)]
+    return [InboxAnswered(cmd.inbox_id, cmd.state, cmd.result, cmd.at, cmd.by)]
 
 
 def _decide_floor(book: Book, cmd: RaiseNonceFloor) -> list:
@@ -647,6 +648,7 @@ def _evolve_failed(book: Book, e: OrderFailed) -> None:
     if e.rejected:
         key = rejections_key(order.chain)
         book.meta.put(key, book.meta.get(key, 0) + 1)
+        book.meta.put(rejected_at_key(order.chain), e.at)
     book.orders.put(order.id, replace(order, state="failed", reason=e.reason, updated_at=e.at))
     _settle(book, order, "voided", e.at)
     _unwind(book, order)

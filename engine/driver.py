@@ -8,10 +8,13 @@ nothing releases funds without evidence (Rejected before acceptance, or an
 Outcome from the chain).
 
 Its one piece of state is pacing: after a chain's node refuses a broadcast, new
-orders on that chain wait a backoff that doubles with each refusal in a row (the
-count is the book's), so a node that refuses everything costs a bounded number
-of orders, not one per order per block. Pacing is not durable and need not be:
-after a restart the first attempt goes at once and the backoff resumes.
+orders on that chain wait a backoff that doubles with each refusal in a row, so
+a node that refuses everything costs a bounded number of orders, not one per
+order per block. Trades wait at most MAX_BACKOFF_MS (an operator's close keeps
+trying); no-ops that fill a gap wait up to MAX_NOOP_BACKOFF_MS, so a node that
+refuses for a day costs a few dozen of them. The first broadcast the node
+accepts again ends every wait on its chain at once. Pacing is not durable and
+need not be: after a restart the first attempt goes at once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import logging
 from decimal import Decimal
 from typing import Callable
 
-from engine.book import Order, rejections_key
+from engine.book import Order
 from engine.executors.base import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
 from engine.messages import AbandonOrder, MarkBroadcast, RecordFailure, RecordFill, RecordSubmission, RecordUnknown
 from engine.sequencer import Sequencer
@@ -28,12 +31,13 @@ from engine.sequencer import Sequencer
 log = logging.getLogger("botctl.driver")
 
 BACKOFF_MS = 1_000  # after the first refusal; doubles per refusal in a row
-MAX_BACKOFF_MS = 8_000
+MAX_BACKOFF_MS = 8_000  # entries and exits
+MAX_NOOP_BACKOFF_MS = 3_600_000  # no-ops: a gap only matters once the node takes transactions again
 
 
-def backoff_ms(refused: int) -> int:
+def backoff_ms(refused: int, cap: int = MAX_BACKOFF_MS) -> int:
     """How long new orders on a chain wait after its node refused `refused` broadcasts in a row."""
-    return 0 if refused <= 0 else min(BACKOFF_MS << min(refused - 1, 30), MAX_BACKOFF_MS)
+    return 0 if refused <= 0 else min(BACKOFF_MS << min(refused - 1, 40), cap)
 
 
 class OrderDriver:
@@ -44,7 +48,8 @@ class OrderDriver:
         self.slippage_bps = slippage_bps
         self.clock = clock
         self.crash = crash
-        self._resume_at: dict[str, int] = {}  # chain -> clock ms before which new orders wait (pacing only)
+        self._refused: dict[str, int] = {}  # chain -> broadcasts its node refused in a row (pacing only)
+        self._resume_at: dict[tuple[str, bool], int] = {}  # (chain, no-op?) -> clock ms before which new ones wait
 
     def _current(self, order_id: int) -> Order | None:
         return self.sequencer.book.orders.get(order_id)
@@ -58,8 +63,7 @@ class OrderDriver:
         executor = self.executors[order.chain]
         submit = self.sequencer.submit
         if order.state == "new":
-            if self.clock() < self._resume_at.get(order.chain, 0) and \
-                    self.sequencer.book.meta.get(rejections_key(order.chain), 0):
+            if self.clock() < self._resume_at.get((order.chain, order.intent == "noop"), 0):
                 return "waiting: the node refused the last broadcasts"
             try:
                 if order.intent == "noop":
@@ -92,14 +96,19 @@ class OrderDriver:
             sent = Unknown(f"broadcast error: {exc}")
         self.crash(f"after_broadcast:{order.intent}")
         if isinstance(sent, Accepted):
+            if self._refused.pop(order.chain, 0):  # the node takes transactions again: nobody waits
+                self._resume_at.pop((order.chain, False), None)
+                self._resume_at.pop((order.chain, True), None)
             await submit(MarkBroadcast(order.id, self.clock()))
             return "sent"
         if isinstance(sent, Rejected) and order.state == "signed":
             refill = await executor.fee_reserve() if order.nonce is not None else 0
             await submit(RecordFailure(order.id, sent.reason, 0, self.clock(), nonce_unused=True,
                                        refill_fee_reserve=refill))
-            refused = self.sequencer.book.meta.get(rejections_key(order.chain), 0)
-            self._resume_at[order.chain] = self.clock() + backoff_ms(refused)
+            refused = self._refused[order.chain] = self._refused.get(order.chain, 0) + 1
+            now = self.clock()
+            self._resume_at[(order.chain, False)] = now + backoff_ms(refused)
+            self._resume_at[(order.chain, True)] = now + backoff_ms(refused, MAX_NOOP_BACKOFF_MS)
             return f"failed: {sent.reason}"
         reason = sent.reason if isinstance(sent, (Rejected, Unknown)) else "unknown"
         await submit(RecordUnknown(order.id, reason, self.clock()))

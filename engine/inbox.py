@@ -42,6 +42,7 @@ from engine.messages import (
     TradingStateChanged,
 )
 from engine.sequencer import SequencerStopped
+from storage import StorageError
 
 log = logging.getLogger("botctl.inbox")
 
@@ -61,21 +62,38 @@ def who() -> str:
 # --------------------------------------------------------------------------- sending side
 
 
+class BookBusy(StorageError):
+    """Another process held the book's write lock past the wait (an engine stopped with Ctrl-Z
+    in the middle of a commit, a long maintenance transaction): nothing was written."""
+
+
+BUSY_WAIT_S = 10
+
+
+def _write(db: Path, sql: str, params: tuple) -> sqlite3.Cursor:
+    """One statement in a short transaction of its own, on a connection of its own."""
+    conn = sqlite3.connect(db, isolation_level=None, timeout=BUSY_WAIT_S)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_S * 1000}")
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.execute(sql, params)
+        conn.execute("COMMIT")
+        return cur
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        raise BookBusy(f"another process has held the book's write lock ({db}) for over {BUSY_WAIT_S}s "
+                       "(an engine stopped mid-commit?): nothing was written") from None
+    finally:
+        conn.close()
+
+
 def post(db: Path, command: str, args: dict, sender: str | None = None) -> int:
     """Write one command row (a short transaction of its own) and nudge the owner."""
     if command not in COMMANDS:
         raise ValueError(f"unknown operator command {command!r}")
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
-    try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("BEGIN IMMEDIATE")
-        cur = conn.execute(
-            "INSERT INTO inbox (command, args, who, created_at, state) VALUES (?, ?, ?, ?, 'pending')",
-            (command, json.dumps(args, sort_keys=True), sender or who(), int(time.time() * 1000)))
-        conn.execute("COMMIT")
-        ident = cur.lastrowid
-    finally:
-        conn.close()
+    ident = _write(db, "INSERT INTO inbox (command, args, who, created_at, state) VALUES (?, ?, ?, ?, 'pending')",
+                   (command, json.dumps(args, sort_keys=True), sender or who(), int(time.time() * 1000))).lastrowid
     nudge(db.parent)
     return ident
 
@@ -141,19 +159,11 @@ async def wait(db: Path, ident: int, timeout: float, home: Path | None = None) -
 def withdraw(db: Path, ident: int, why: str) -> bool:
     """Take back a row that no owner has taken, in one transaction: True means it will never run.
 
-    False: an owner took it (or answered it) first, and its answer is the truth."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
-    try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("BEGIN IMMEDIATE")
-        answer = json.dumps({"ok": [], "refused": [f"withdrawn by its sender: {why}"], "closing": []})
-        count = conn.execute("UPDATE inbox SET state = 'withdrawn', result = ?, decided_at = ? "
-                             "WHERE id = ? AND state = 'pending'",
-                             (answer, int(time.time() * 1000), ident)).rowcount
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return count == 1
+    False: an owner took it (or answered it) first, and its answer is the truth. BookBusy: the
+    book's write lock could not be had, so nobody knows yet."""
+    answer = json.dumps({"ok": [], "refused": [f"withdrawn by its sender: {why}"], "closing": []})
+    return _write(db, "UPDATE inbox SET state = 'withdrawn', result = ?, decided_at = ? WHERE id = ? AND "
+                      "state = 'pending'", (answer, int(time.time() * 1000), ident)).rowcount == 1
 
 
 # --------------------------------------------------------------------------- owner side
@@ -317,7 +327,7 @@ class InboxPoller:
             if not isinstance(args, dict):
                 raise ValueError("arguments are not a JSON object")
         except ValueError as exc:
-            await self._answer(ident, "failed", f"bad command: {exc}")
+            await self._answer(ident, "failed", f"bad command: {exc}", sender)
             return
         try:
             await self._handle(ident, command, args, sender)
@@ -325,11 +335,12 @@ class InboxPoller:
             raise
         except Exception as exc:  # never leave a row taken and unanswered behind a bug
             log.exception("inbox row %s (%s) failed", ident, command)
-            await self._answer(ident, "failed", f"{type(exc).__name__}: {exc}")
+            await self._answer(ident, "failed", f"{type(exc).__name__}: {exc}", sender)
 
-    async def _answer(self, ident: int, state: str, refused: str) -> None:
+    async def _answer(self, ident: int, state: str, refused: str, sender: str = "") -> None:
         answer = {"ok": [], "refused": [refused], "closing": []}
-        await self.engine.sequencer.submit(AnswerInbox(ident, state, json.dumps(answer), int(time.time() * 1000)))
+        await self.engine.sequencer.submit(AnswerInbox(ident, state, json.dumps(answer), int(time.time() * 1000),
+                                                       sender))
 
     async def _handle(self, ident: int, command: str, args: dict, sender: str) -> None:
         engine = self.engine
@@ -340,16 +351,17 @@ class InboxPoller:
                 args = await promotion_args(engine, args)
         except Exception as exc:  # the evidence could not be measured: answer, never block the rows behind
             log.exception("measuring the promotion evidence failed")
-            await self._answer(ident, "failed", f"could not measure the evidence: {type(exc).__name__}: {exc}")
+            await self._answer(ident, "failed", f"could not measure the evidence: {type(exc).__name__}: {exc}",
+                               sender)
             return
         try:
             steps = plan(engine.book, command, args, now, sender, fees)
         except (KeyError, ValueError, TypeError) as exc:
-            await self._answer(ident, "failed", f"bad command: {exc}")
+            await self._answer(ident, "failed", f"bad command: {exc}", sender)
             return
         if not steps:
             answer = {"ok": ["nothing to do"], "refused": [], "closing": []}
-            await submit(AnswerInbox(ident, "done", json.dumps(answer), int(time.time() * 1000)))
+            await submit(AnswerInbox(ident, "done", json.dumps(answer), int(time.time() * 1000), sender))
             return
         result = None
         for index, step in enumerate(steps):

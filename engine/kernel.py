@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable
 
+from engine import eventlog
 from engine.book import Limits, Policy
 from engine.driver import OrderDriver
 from engine.executors.paper import Faults, PaperExecutor, VenueLink
@@ -48,7 +49,7 @@ class EngineFailed(Exception):
 CRASH_POINTS = (
     "after_reserve_commit",        # entry reserved, nothing signed
     "after_submit_commit",         # entry's signed bytes committed, not broadcast
-    "after_broadcast",             # entry broadcast, outcome not recorded
+    "after_broadcast",             # the venue answered (accepted it, say), MarkBroadcast not committed
     "before_fill_commit",          # entry's fill known, not committed
     "after_close_commit",          # exit requested, nothing signed
     "exit_after_submit_commit",
@@ -221,7 +222,7 @@ class Engine:
         self.inbox = InboxPoller(self, fallback_s).start()
         return self.inbox
 
-    async def settle(self, max_blocks: int = 200) -> bool:
+    async def settle(self, max_blocks: int = 1000) -> bool:
         """Tick the paper world until nothing is in flight (one-off owners use this)."""
         for _ in range(max_blocks):
             if not self.book.orders.base:
@@ -320,6 +321,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     if os.environ.get("BOTCTL_CRASH_AT") == "mid_group_commit":
         writer.before_commit = lambda _conn: crash_point("mid_group_commit")
     sequencer = Sequencer(book, writer).start()
+    eventlog.subscribe(sequencer, settings)  # before the first command: every committed event is logged
     engine = Engine(settings, writer, sequencer, link, executors, source, ownership)
     try:
         await engine.fund()
@@ -364,7 +366,9 @@ class BookOwner:
 async def open_book(settings: Settings, command: str) -> BookOwner:
     """Take the lock and load the book, nothing else (raises OwnerBusy if another process owns it)."""
     _home, ownership, writer, book = await _own(settings, command, policy_for(settings))
-    return BookOwner(settings, writer, Sequencer(book, writer).start(), ownership)
+    sequencer = Sequencer(book, writer).start()
+    eventlog.subscribe(sequencer, settings)
+    return BookOwner(settings, writer, sequencer, ownership)
 
 
 async def _own(settings: Settings, command: str, policy: Policy):

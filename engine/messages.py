@@ -194,6 +194,7 @@ class AnswerInbox:
     state: str  # done | refused | failed
     result: str  # JSON
     at: int
+    by: str = ""  # who sent the command
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,6 +487,7 @@ class InboxAnswered:
     state: str
     result: str  # JSON
     at: int
+    by: str = ""  # who sent the command (the log names them beside the answer)
 
 
 @dataclass(frozen=True, slots=True)

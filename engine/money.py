@@ -9,6 +9,7 @@ what we may spend or receive, up for what we owe).
 from __future__ import annotations
 
 import operator
+import re
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 
 BPS = 10_000
@@ -16,9 +17,23 @@ MAX_WHOLE_DIGITS = 40  # 10**40 whole units: beyond every ceiling, far below a c
 
 
 def to_units(amount: Decimal | str | int, decimals: int) -> int:
-    """Decimal amount in whole units -> base units, rounded down."""
-    value = Decimal(amount) * (10**decimals)
-    return int(value.to_integral_value(rounding=ROUND_FLOOR))
+    """Decimal amount in whole units -> base units, rounded down (toward minus infinity).
+
+    Integer arithmetic on the amount's digits: multiplying by 10**decimals in Decimal would
+    round to the context's 28 digits first."""
+    value = Decimal(amount)
+    if not value.is_finite():
+        raise ValueError(f"not an amount: {value}")
+    if value and value.adjusted() >= 2 * MAX_WHOLE_DIGITS:
+        raise ValueError(f"larger than any amount: {value:.3e}")
+    sign, digits, exponent = value.as_tuple()
+    whole = int("".join(map(str, digits)) or "0")
+    shift = exponent + decimals
+    if shift >= 0:
+        units, rest = whole * 10**shift, 0
+    else:
+        units, rest = divmod(whole, 10**-shift)
+    return -(units + (1 if rest else 0)) if sign else units
 
 
 def from_units(units: int, decimals: int) -> Decimal:
@@ -30,20 +45,29 @@ def from_units(units: int, decimals: int) -> Decimal:
     return Decimal((sign, digits, -decimals))
 
 
+# What an operator writes for an amount: ASCII digits, at most one point, an optional exponent.
+# Decimal() alone also takes "25_000", full-width and Arabic-Indic digits, "Infinity" and spaces
+# inside: text that reads as one amount to one person and another to the next is no amount.
+PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def parse_amount(text: str, decimals: int) -> int:
     """Operator text like "25.00" -> base units; ValueError on anything else.
 
-    Exact integer arithmetic, no Decimal context: a context's precision would round
-    a long amount (or raise on "1e30"), and what the operator typed is what gets
-    checked against the rules. More than MAX_WHOLE_DIGITS whole digits is no amount
-    anyone holds; refusing it here keeps "1e999999999" from becoming a billion-digit
-    integer, while anything smaller reaches the rules and is refused there by size.
+    Only plain ASCII decimal notation (PLAIN_DECIMAL) is an amount. Exact integer arithmetic, no
+    Decimal context: a context's precision would round a long amount (or raise on "1e30"), and
+    what the operator typed is what gets checked against the rules. More than MAX_WHOLE_DIGITS
+    whole digits is no amount anyone holds; refusing it here keeps "1e999999999" from becoming a
+    billion-digit integer, while anything smaller reaches the rules and is refused there by size.
     """
+    written = str(text).strip(" \t\r\n")
+    if not PLAIN_DECIMAL.fullmatch(written):
+        raise ValueError(f"not a decimal amount: {_shown(text)}")
     try:
-        value = Decimal(str(text).strip())
-    except InvalidOperation:
+        value = Decimal(written)
+    except InvalidOperation:  # an exponent beyond what Decimal holds
         raise ValueError(f"not a decimal amount: {_shown(text)}") from None
-    if not value.is_finite() or value < 0:
+    if value < 0:
         raise ValueError(f"not a positive amount: {_shown(text)}")
     if not value:
         return 0

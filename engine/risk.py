@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.book import Book, rejections_key
+from engine.book import Book, rejected_at_key, rejections_key
 from engine.messages import ReserveEntry, TradingState
 from engine.money import from_units, to_units
 
@@ -57,8 +57,11 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
         raise Denied(f"{cmd.chain}/{cmd.token} is cooling down for {(until - cmd.at + 999) // 1000}s")
     refused = book.meta.get(rejections_key(cmd.chain), 0)
     if limits.max_consecutive_rejections and refused >= limits.max_consecutive_rejections:
-        raise Denied(f"rejection breaker: the {cmd.chain} node refused {refused} broadcasts in a row "
-                     f"(entries on {cmd.chain} resume when a transaction lands there, or on `botctl resume`)")
+        wait = book.meta.get(rejected_at_key(cmd.chain), 0) + limits.rejection_probe_ms - cmd.at
+        if wait > 0:  # after that, one entry goes through as a probe: landing re-arms, a refusal waits again
+            raise Denied(f"rejection breaker: the {cmd.chain} node refused {refused} broadcasts in a row "
+                         f"(entries on {cmd.chain} resume when a transaction lands there; a probe entry in "
+                         f"{(wait + 999) // 1000}s; `botctl resume` re-arms now)")
     losses = book.meta.get("consecutive_losses")
     if limits.max_consecutive_losses and losses >= limits.max_consecutive_losses:
         raise Denied(f"loss breaker: {losses} consecutive losses")

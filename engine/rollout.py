@@ -21,6 +21,7 @@ from engine.stages import Stage
 EVIDENCE_KINDS = ("RunStarted", "Heartbeat", "PositionClosed", "Reconciled", "DrillRecorded",
                   "AttestationRecorded")
 MS_PER_HOUR = Decimal(3_600_000)
+NO_BOOK = "no book yet"
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Evidence:
     audit_clean: bool | None = None
     audit_events: int = 0
     audit_problems: list[str] = field(default_factory=list)
+    book: bool = True  # False: a fresh home, no book yet - nothing measured, nothing passes
 
 
 def _counted(run: dict) -> str | None:
@@ -113,10 +115,13 @@ def evidence_of(db: Path, policy, stage_name: str | None = None, audit: bool = T
     """Evidence from the database file: one read transaction, then the audit (its own)."""
     from engine.audit import audit_file
     from engine.stages import stored_stage
+    from storage import open_reader
 
     stage_name = stage_name or stored_stage(db) or "paper"
     network = policy.stages[stage_name].promotion.network
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+    if not Path(db).exists():  # a fresh home: the checklist of the first stage, nothing done yet
+        return Evidence(stage_name, None, network, book=False)
+    conn = open_reader(db)
     try:
         conn.execute("BEGIN")
         ev = measure(conn, stage_name, network)
@@ -168,9 +173,11 @@ def checklist(current: Stage, ev: Evidence, min_hours: Decimal | None = None,
                       ev.hours >= hours_needed, f"{_hours(ev.hours)}{elsewhere}", f">= {hours_needed} h"))
     pending = " and one waits for review (botctl reconcile)" if ev.review_pending else ""
     items.append(Item("consistency", "evidence", "balance inconsistencies found",
-                      ev.inconsistencies <= p.max_balance_inconsistencies and not ev.review_pending,
-                      f"{ev.inconsistencies}{pending}", f"<= {p.max_balance_inconsistencies}"))
-    if ev.audit_clean is not None:
+                      ev.book and ev.inconsistencies <= p.max_balance_inconsistencies and not ev.review_pending,
+                      f"{ev.inconsistencies}{pending}" if ev.book else NO_BOOK, f"<= {p.max_balance_inconsistencies}"))
+    if not ev.book:
+        items.append(Item("audit", "audit", "audit (run now)", False, NO_BOOK, "clean"))
+    elif ev.audit_clean is not None:
         have = (f"clean ({ev.audit_events} journal events replayed)" if ev.audit_clean
                 else f"{len(ev.audit_problems)} violation(s): {ev.audit_problems[0]}")
         items.append(Item("audit", "audit", "audit (run now)", ev.audit_clean, have, "clean"))
@@ -207,7 +214,7 @@ def as_json(current: Stage, ev: Evidence, items: list[Item]) -> dict:
         "missing": [i.missing() for i in items if not i.ok],
         "evidence": {
             "trades": ev.trades, "hours": str(ev.hours.quantize(Decimal("0.001"))),
-            "inconsistencies": ev.inconsistencies, "audit_clean": ev.audit_clean,
+            "book": ev.book, "inconsistencies": ev.inconsistencies, "audit_clean": ev.audit_clean,
             "audit_events": ev.audit_events,
             "drills": {k: {"passed": d.passed, "by": d.by, "at": iso(d.at), "detail": d.detail}
                        for k, d in ev.drills.items()},

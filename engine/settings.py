@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Literal, get_args, get_origin
+from typing import Any, Iterator, Literal, Mapping, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -29,11 +29,20 @@ PREFIX = "BOTCTL_"
 DOTENV = ".env"
 CONFIG_NAME = "config.toml"
 # Files of a home that command the bot when written (engine/kernel.py's DB_NAME and VENUE_NAME).
-HOME_FILES = (CONFIG_NAME, "botctl.db", "paper-venue.db")
-# Secrets the live executors read (environment or .env); never settings, so never shown.
-SECRET_VARIABLES = ("BOTCTL_EVM_PASSWORD", "BOTCTL_JUPITER_API_KEY")
-# Read from the process environment only: in .env they would do nothing.
-ENVIRONMENT_ONLY = ("BOTCTL_DEBUG", "BOTCTL_CRASH_AT", "BOTCTL_CRASH_SKIP")
+HOME_FILES = (CONFIG_NAME, "botctl.db", "paper-venue.db", "botctl.lock", "logs")
+# Every BOTCTL_ variable botctl reads that is no setting, and where it may be given. Any other
+# BOTCTL_ name in the environment or .env must be a setting, or botctl refuses to start: a typo
+# (SLIPAGE for SLIPPAGE) would otherwise leave the default in force without a word.
+NOT_SETTINGS = {
+    "BOTCTL_EVM_PASSWORD": "secret",  # the live executors: environment or .env, never shown
+    "BOTCTL_JUPITER_API_KEY": "secret",
+    "BOTCTL_DEBUG": "environment",  # console/errors.py: tracebacks; in .env it would do nothing
+    "BOTCTL_CRASH_AT": "environment",  # engine/kernel.py: crash drills and tests
+    "BOTCTL_CRASH_SKIP": "environment",
+    "BOTCTL_LOG_LEVEL": "environment",  # engine/logs.py
+}
+SECRET_VARIABLES = tuple(name for name, where in NOT_SETTINGS.items() if where == "secret")
+ENVIRONMENT_ONLY = tuple(name for name, where in NOT_SETTINGS.items() if where == "environment")
 
 
 class SettingsError(Exception):
@@ -267,12 +276,61 @@ def _not_a_setting(where: str, name: str, nearest: str | None) -> SettingsError:
     return SettingsError(f"{where}: {name} is not a setting{hint}")
 
 
+def _variable_problem(name: str) -> str | None:
+    """None if the BOTCTL_ variable `name` (upper case) sets a setting or is on NOT_SETTINGS; else
+    the nearest variable that does, or "" for none. Walks the names the way pydantic-settings
+    reads them (`__` nests), so a name it would skip without a word is caught: an unknown field, a
+    part beyond a plain value (`__X` after COOLDOWN_S), an empty part."""
+    if name in NOT_SETTINGS:
+        return None
+    model: type[BaseModel] = Settings
+    path: tuple[str, ...] = ()
+    parts = name[len(PREFIX):].lower().split("__")
+    while parts:
+        part = parts.pop(0)
+        fields = model.model_fields
+        if part not in fields:
+            near = _nearest(part, list(fields)) if part else None
+            return _env_name(path + (near,)) if near else ""
+        path += (part,)
+        nested = _nested(fields[part].annotation)
+        if nested is None:
+            return _env_name(path) if parts else None
+        how, model = nested
+        if how == "map" and parts:
+            table = parts.pop(0)
+            if not table:
+                return ""
+            path += (table,)
+    return None
+
+
+def _check_variable(where: str, name: str) -> None:
+    """The one rule for a BOTCTL_ name in .env and in the environment."""
+    near = _variable_problem(name)
+    if near is not None:
+        raise _not_a_setting(where, name, near or None)
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a BOTCTL_ variable of the environment that is no setting. pydantic-settings skips
+    it (nested models forbid unknown keys, the top level cannot: the environment is shared), and
+    reads names in any case, so the check does too."""
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(PREFIX):
+            _check_variable("environment", upper)
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
     """The BOTCTL_ variables of a .env file, by upper-case name. Refuses a line that does not parse
     and a BOTCTL_ name that botctl does not read from there: both would otherwise be skipped."""
     path = Path(path)
     if not path.is_file():
         return {}
+    from storage import check_private
+
+    check_private(path)  # whoever can write it could point botctl at another home or loosen any setting
     import io
 
     from dotenv.parser import parse_stream
@@ -293,15 +351,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
             raise SettingsError(f"{path} line {line}: {name} has no value (NAME=value)")
         if name in ENVIRONMENT_ONLY:
             raise SettingsError(f"{path} line {line}: {name} is read from the environment only, not from .env")
-        if name not in SECRET_VARIABLES:
-            parts = name[len(PREFIX):].lower().split("__")
-            nested: dict = {}
-            for part in reversed(parts):
-                nested = {part: nested} if nested else {part: binding.value}
-            for where, known in _unknown(nested):
-                near = _nearest(where[-1], known)
-                suggestion = _env_name(where[:-1] + (near,)) if near else None
-                raise _not_a_setting(f"{path} line {line}", _env_name(where), suggestion)
+        _check_variable(f"{path} line {line}", name)
         out[name] = binding.value
     return out
 
@@ -382,8 +432,14 @@ def load_settings(check: bool = True, **flags: Any) -> Settings:
     from storage import check_home
 
     flags = {k: v for k, v in flags.items() if v is not None}
+    check_environment(os.environ)
     dotenv = read_dotenv(Path(DOTENV))
-    home = Path(_first("home", flags, dotenv) or DEFAULT_HOME).expanduser()
+    raw_home = str(_first("home", flags, dotenv) or DEFAULT_HOME)
+    try:
+        home = Path(raw_home).expanduser()
+    except RuntimeError:  # ~someone for a user this machine does not have
+        raise SettingsError(f"BOTCTL_HOME={raw_home}: no user {raw_home.split('/')[0][1:]!r} on this machine: "
+                            "give a full path") from None
     check_home(home, HOME_FILES)
     stored = stored_stage(home / "botctl.db")
     profile = _first("profile", flags, dotenv) or stored or "paper"

@@ -15,15 +15,17 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import accumulate
 
-from engine.money import parse_amount
+from engine.money import PLAIN_DECIMAL, parse_amount
 from engine.paper.market import PaperChain, rng
 
 log = logging.getLogger("botctl.signals")
@@ -92,15 +94,30 @@ def _depth(text: str) -> int:
     return max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
 
 
+def _unique(pairs: list[tuple[str, object]]) -> dict:
+    """An object whose keys are all different: with `"size": "25", "size": null` the parser keeps
+    the last one, and which one the writer meant is anyone's guess."""
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise SignalError(f"duplicate key {_shown(key)}")
+            seen.add(key)
+    return data
+
+
 def _load(text: str) -> dict:
-    """JSON with every number as an exact Decimal: no float, no int-digit limit, no infinity.
+    """JSON with every number as an exact Decimal (no float, no int-digit limit, no infinity) and
+    no key given twice.
 
     Nesting is bounded before parsing: the parser's own limit is the interpreter's recursion
     limit, which differs from process to process."""
     if _depth(text) > MAX_DEPTH:
         raise SignalError(f"nested deeper than {MAX_DEPTH} levels")
     try:
-        data = json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constant)
+        data = json.loads(text, parse_float=Decimal, parse_int=Decimal, parse_constant=_no_constant,
+                          object_pairs_hook=_unique)
     except RecursionError:
         raise SignalError("nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -148,8 +165,12 @@ def _expires_ms(at: object, ttl: object) -> int:
         raise SignalError("at needs a time zone (e.g. 2026-11-24T17:00:00Z)")
     if isinstance(ttl, bool) or not isinstance(ttl, (str, Decimal)):
         raise SignalError("ttl_s must be a number of seconds")
+    if isinstance(ttl, str):  # plain ASCII notation only, as for amounts: "1_0" is not 10
+        ttl = ttl.strip(" \t")
+        if not PLAIN_DECIMAL.fullmatch(ttl):
+            raise SignalError(f"ttl_s must be a number of seconds: {_shown(ttl)}")
     try:
-        seconds = Decimal(ttl.strip()) if isinstance(ttl, str) else ttl
+        seconds = Decimal(ttl)
     except ArithmeticError:
         raise SignalError("ttl_s must be a number of seconds") from None
     if not seconds.is_finite() or not 0 <= seconds <= MAX_TTL_S:
@@ -264,47 +285,105 @@ class Lines:
 
 # ---------------------------------------------------------------------------------------------- readers
 
-class _Stdin:
-    """Reads stdin on a thread (the engine's loop must not block on it), as bytes: a stray byte is
-    one refused line, never a decoding error that kills the thread."""
+class _Stream:
+    """Reads a stream on a thread (the engine's loop must not block on it), as bytes: a stray byte
+    is one refused line, never a decoding error that kills the thread.
 
-    def __init__(self):
-        self._chunks: deque[bytes] = deque()  # append and popleft are atomic: no lock needed
-        self._ended = False
-        self._finished = False
+    stdin is read once, to its end. A FIFO (or another file that cannot be seeked, such as a
+    character device) is read the same way, since tell() and pread() fail on it; opening a FIFO
+    blocks until a writer opens it, so that happens on the thread too. When a FIFO's writers have
+    all closed it, it is opened again for the next one (`echo '{...}' > FIFO` per signal), and the
+    last writer's unfinished line is a line."""
+
+    def __init__(self, path: str | None = None, fifo: bool = False):
+        self.path = path  # None: stdin
+        self.label = "stdin" if path is None else f"file {path}"
+        self._chunks: deque[bytes | None] = deque()  # None: a writer ended. append/popleft are atomic
+        self._closing = False
+        self._again = fifo
+        self._said: str | None = None
         self.lines = Lines()
         threading.Thread(target=self._read, daemon=True, name="botctl-signals").start()
 
+    def close(self) -> None:
+        """Ends the thread: one blocked opening a FIFO is woken by opening it for writing (which
+        fails harmlessly if no reader waits)."""
+        self._closing = True
+        if self._again:
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+
     def _read(self) -> None:
-        stream = sys.stdin
         try:
-            if stream is None:
-                raise OSError("stdin is closed")
-            buffer = getattr(stream, "buffer", None)
-            while True:
-                if buffer is not None:
-                    chunk = buffer.read1(65536)
-                else:  # a text stream stood in for stdin
-                    chunk = stream.read(65536).encode("utf-8", "surrogateescape")
-                if not chunk:
-                    break
-                self._chunks.append(chunk)
-        except Exception as exc:  # noqa: BLE001 - a closed or broken stdin ends the signals, not the engine
-            log.warning("signals on stdin stopped: %s", exc, extra={"reason": str(exc)})
+            if self.path is None:
+                self._read_stdin()
+            else:
+                self._read_file()
+        except Exception as exc:  # noqa: BLE001 - a closed or broken stream ends the signals, not the engine
+            reason = getattr(exc, "strerror", None) or str(exc)
+            log.warning("signals on %s stopped: %s", self.label, reason, extra={"reason": reason})
         finally:
-            self._ended = True
+            if self.path is None:
+                self._chunks.append(None)  # its unfinished last line is a line
+
+    def _read_stdin(self) -> None:
+        stream = sys.stdin
+        if stream is None:
+            raise OSError("stdin is closed")
+        buffer = getattr(stream, "buffer", None)
+        while True:
+            if buffer is not None:
+                chunk = buffer.read1(65536)
+            else:  # a text stream stood in for stdin
+                chunk = stream.read(65536).encode("utf-8", "surrogateescape")
+            if not chunk:
+                break
+            self._chunks.append(chunk)
+
+    def _read_file(self) -> None:
+        while not self._closing:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)  # a FIFO: waits here for a writer
+            except FileNotFoundError:
+                if not self._again:
+                    raise
+                self._say(f"signals FIFO {self.path} is gone; waiting for a new one")
+                time.sleep(1)
+                continue
+            self._said = None
+            try:
+                if self._again and not stat.S_ISFIFO(os.fstat(fd).st_mode):  # it would be read over and over
+                    raise OSError(f"{self.path} is no longer a FIFO")
+                while chunk := os.read(fd, 65536):
+                    self._chunks.append(chunk)
+            finally:
+                os.close(fd)
+                self._chunks.append(None)  # the writer's unfinished last line is a line
+            if not self._again:
+                break
+
+    def _say(self, message: str) -> None:
+        if message != self._said:
+            self._said = message
+            log.warning(message, extra={"reason": message})
 
     def read(self) -> list[tuple[int, object]]:
-        ended = self._ended  # read first: every chunk appended before the end is in the queue
         found, size = [], 0
         while self._chunks and size < READ_BYTES:
             chunk = self._chunks.popleft()
+            if chunk is None:
+                found.extend(self.lines.finish())
+                if self._again:
+                    log.debug("signals %s: its writers closed it after line %d", self.label, self.lines.number,
+                              extra={"line": self.lines.number})
+                else:
+                    log.info("signals on %s ended after line %d", self.label, self.lines.number,
+                             extra={"line": self.lines.number})
+                continue
             size += len(chunk)
             found.extend(self.lines.feed(chunk))
-        if ended and not self._chunks and not self._finished:
-            self._finished = True
-            found.extend(self.lines.finish())
-            log.info("signals on stdin ended after line %d", self.lines.number, extra={"line": self.lines.number})
         return found
 
 
@@ -370,6 +449,10 @@ class _File:
         if _identity(current) == self._ino:
             self._said = None
             return []
+        if not stat.S_ISREG(current.st_mode):  # opening a FIFO here would block the engine's loop
+            self._say(f"signals file {self.path} was replaced by something that is not a regular file; "
+                      "restart to read it")
+            return []
         old = self._handle
         handle = self._open()
         if handle is None:  # gone again between stat and open
@@ -396,8 +479,26 @@ class _File:
             log.warning(message, extra={"reason": message})
 
 
-def _identity(stat: os.stat_result) -> tuple[int, int]:
-    return stat.st_dev, stat.st_ino
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
+
+
+def _reader_for(path: str) -> _File | _Stream:
+    """A regular file is followed by name; anything else that can be read (a FIFO, a device) is a
+    stream. Checked here, before anything is taken: a path that cannot be read fails the start."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"signals file {path} does not exist") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"signals file {path} cannot be read: {exc.strerror}") from None
+    if stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode):
+        return _File(path)
+    if stat.S_ISSOCK(status.st_mode):
+        raise FileNotFoundError(f"signals file {path} cannot be read: it is a socket")
+    if not os.access(path, os.R_OK):  # opening would block (a FIFO) before it could fail
+        raise FileNotFoundError(f"signals file {path} cannot be read: Permission denied")
+    return _Stream(path, fifo=stat.S_ISFIFO(status.st_mode))
 
 
 class JsonlSource:
@@ -406,12 +507,11 @@ class JsonlSource:
     def __init__(self, path: str, chains: dict[str, PaperChain]):
         self.path = path
         self.chains = chains
-        self._reader = _Stdin() if path == "-" else _File(path)
+        self._reader = _Stream() if path == "-" else _reader_for(path)
         self._failed: str | None = None
 
     def close(self) -> None:
-        if isinstance(self._reader, _File):
-            self._reader.close()
+        self._reader.close()
 
     def poll(self, height: int, now_ms: int) -> list[Opportunity]:
         try:

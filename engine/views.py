@@ -8,6 +8,7 @@ them into text.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -135,6 +136,8 @@ async def status(db: Path, policy: Policy) -> dict:
     return {
         "trading_state": meta.get("trading_state", "active"),
         "consecutive_losses": int(meta.get("consecutive_losses", 0)),
+        "review": [{"chain": c, "asset": a, "venue": str(v), "book": str(b)}
+                   for c, a, v, b in json.loads(meta.get("review") or "[]")],  # entries wait for these
         "refused_broadcasts": {key.partition(":")[2]: int(v) for key, v in sorted(meta.items())
                                if key.startswith("rejected:") and int(v)},
         "open_positions": len(rows),

@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from storage.db import translated
+
 LOCK_NAME = "botctl.lock"
 
 
@@ -48,8 +50,16 @@ def _read(path: Path) -> dict | None:
 
 
 def acquire(home: Path, command: str, tries: int = 5) -> Ownership:
-    """Take the lock or raise OwnerBusy naming the holder."""
+    """Take the lock or raise OwnerBusy naming the holder (a StorageError if the file cannot be
+    written: a read-only or full disk, no permission, a directory in its place)."""
     path = Path(home) / LOCK_NAME
+    try:
+        return _acquire(path, command, tries)
+    except OSError as exc:
+        raise translated(exc, path)
+
+
+def _acquire(path: Path, command: str, tries: int) -> Ownership:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     for attempt in range(tries):
         try:
@@ -60,9 +70,14 @@ def acquire(home: Path, command: str, tries: int = 5) -> Ownership:
                 os.close(fd)
                 raise OwnerBusy(_read(path)) from None
             time.sleep(0.02)
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "command": command, "since": int(time.time())}).encode())
-    os.fsync(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "command": command, "since": int(time.time())}).encode())
+        os.fsync(fd)
+    except BaseException:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        raise
     return Ownership(fd, path)
 
 
@@ -71,7 +86,10 @@ def current_owner(home: Path) -> dict | None:
     path = Path(home) / LOCK_NAME
     if not path.exists():
         return None
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise translated(exc, path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -8,15 +8,19 @@ from pathlib import Path
 from console.errors import Failed
 
 
-def context():
-    """(settings, database path, policy) for a command that reads or commands an existing book."""
+def context(book: bool = True):
+    """(settings, database path, policy) for a command that reads or commands an existing book
+    (`book`: refused, naming the file and what to do, if there is none or it cannot be read)."""
     from engine.kernel import DB_NAME, policy_for
     from engine.settings import load_settings
+    from storage import check_book
 
     settings = load_settings(check=False)  # no engine starts here; `build` checks the ceilings
     db = Path(settings.home) / DB_NAME
-    if not db.exists():
-        raise Failed(f"no book at {db}: start the engine once with `botctl run`")
+    if book:
+        if not db.exists():
+            raise Failed(f"no book at {db}: start the engine once with `botctl run`")
+        check_book(db)
     return settings, db, policy_for(settings)
 
 

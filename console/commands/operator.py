@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 
 from console.commands.common import command_line, context
-from console.errors import Failed, Usage
+from console.errors import Failed, Interrupted, Usage
 from console.output import emit_json, money, price
 
 JSON = typer.Option(False, "--json", help="One JSON object on stdout.")
@@ -73,18 +73,22 @@ async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool,
     if no_wait:
         ident = inbox.post(db, command, args)
         return {"id": ident, "state": "pending"}
-    ident = await _decide_here(settings, db, command, args) if current_owner(settings.home) is None else None
-    if ident is None:
-        ident = inbox.post(db, command, args)
+    posted: list[int] = []
     deadline = time.monotonic() + timeout
     try:
+        if current_owner(settings.home) is None:
+            await _decide_here(settings, db, command, args, posted)
+        if not posted:
+            posted.append(inbox.post(db, command, args))
         while True:
             try:
-                return await inbox.wait(db, ident, max(deadline - time.monotonic(), 0), home=settings.home)
+                return await inbox.wait(db, posted[0], max(deadline - time.monotonic(), 0), home=settings.home)
             except inbox.Unowned:
                 await _decide_here(settings, db, command, None)
     except (TimeoutError, KeyboardInterrupt, asyncio.CancelledError, Exception) as exc:
-        return await _give_up(db, ident, command, timeout, exc)
+        if not posted:  # refused before anything was queued
+            raise
+        return await _give_up(db, posted[0], command, timeout, exc)
 
 
 async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: BaseException) -> dict:
@@ -97,10 +101,18 @@ async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: Base
             raise Failed(f"halt (command {ident}) not confirmed within {timeout:g}s: it stays queued and the "
                          "owner applies it when it gets to it; `botctl status` shows the trading state")
         raise exc
-    if inbox.withdraw(db, ident, why):
+    try:
+        withdrawn = inbox.withdraw(db, ident, why)
+    except inbox.BookBusy:
+        raise Failed(f"command {ident} was {why} and could not be withdrawn: another process holds the book's "
+                     "write lock (an engine stopped mid-commit?). It may still run when that process resumes: "
+                     "`botctl history --commands` shows its answer") from None
+    if withdrawn:
         if isinstance(exc, TimeoutError):
             raise Failed(f"command {ident} was {why}: withdrawn, it will not run (is the engine busy? "
                          "see `botctl status`)")
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+            raise Interrupted(f"interrupted: command {ident} withdrawn, it will not run") from None
         raise exc
     try:  # taken by an owner: its answer is the truth, and it comes soon
         return await inbox.wait(db, ident, max(timeout, 10.0))
@@ -109,9 +121,10 @@ async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: Base
                      "`botctl history --commands` shows its answer") from None
 
 
-async def _decide_here(settings, db: Path, command: str, args: dict | None) -> int | None:
-    """Own the book for a moment: post the command (if `args`), decide every open row, settle what
-    was sent, and let go only when no row is left. None if another process owns the book."""
+async def _decide_here(settings, db: Path, command: str, args: dict | None, posted: list | None = None) -> None:
+    """Own the book for a moment: post the command (if `args`; its id goes to `posted`), decide
+    every open row, settle what was sent, and let go only when no row is left. Nothing is posted
+    if another process owns the book (it will decide)."""
     from engine import inbox
     from storage.owner import OwnerBusy
 
@@ -119,13 +132,15 @@ async def _decide_here(settings, db: Path, command: str, args: dict | None) -> i
     try:
         owner = await (_own_book(settings) if stage_command else _own_engine(settings))
     except OwnerBusy:  # someone started meanwhile: they decide it
-        return None
+        return
     ident = None
     try:
-        ident = inbox.post(db, command, args) if args is not None else None
+        if args is not None:
+            ident = inbox.post(db, command, args)
+            posted.append(ident)
         poller = inbox.InboxPoller(owner)
         only = inbox.STAGE_COMMANDS if stage_command else None
-        while await poller.drain(only=only) and not stage_command:
+        while await _uninterrupted(poller.drain(only=only)) and not stage_command:
             await owner.settle()  # rows that came while this settled are decided in the next round
     except BaseException:
         if ident is not None:  # failed before deciding it: it must not run later either
@@ -133,14 +148,29 @@ async def _decide_here(settings, db: Path, command: str, args: dict | None) -> i
         raise
     finally:
         await owner.close()
-    return ident
+
+
+async def _uninterrupted(work):
+    """Run `work` to its end even if this task is cancelled (Ctrl-C), then let the cancellation
+    through: a row this owner took is always answered before it lets go of the book, never left
+    taken for a later owner to carry out."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        task.result()
+        raise
 
 
 async def _own_book(settings):
     """A stage command moves no funds: the book alone (no venue), so that a demotion works even
     when the stage's own engine cannot start."""
+    from engine import logs
     from engine.kernel import open_book
+    from storage import ensure_home
 
+    logs.setup(ensure_home(settings.home))
     return await open_book(settings, command_line())
 
 
@@ -156,16 +186,19 @@ async def _own_engine(settings):
     return engine
 
 
-async def _await_closed(db: Path, policy, ids: list[int], timeout: float) -> list[dict]:
-    """Wait until every position is closed, or none is closing any more (its exit gave up), or the time is up."""
+async def _await_closed(settings, db: Path, policy, ids: list[int], timeout: float) -> list[dict]:
+    """Wait until every position is closed, or none is closing any more (its exit gave up), or no
+    engine is left to move them, or the time is up."""
     from engine import views
+    from storage.owner import current_owner
 
     deadline = time.monotonic() + timeout
     while True:
         rows = await views.positions(db, policy, include_closed=True, ids=ids)
-        if all(r["state"] != "closing" for r in rows) or time.monotonic() >= deadline:
+        driven = current_owner(settings.home) is not None
+        if all(r["state"] != "closing" for r in rows) or not driven or time.monotonic() >= deadline:
             exits = await views.last_exits(db, [r["id"] for r in rows if r["state"] != "closed"])
-            return [{**r, "exit": exits.get(r["id"])} for r in rows]
+            return [{**r, "exit": exits.get(r["id"]), "driven": driven} for r in rows]
         await asyncio.sleep(0.02)
 
 
@@ -173,8 +206,10 @@ def _not_closed(p: dict) -> str:
     """Why a position the operator asked to close is not closed, in a few words."""
     exit_ = p.get("exit") or {}
     if p["state"] == "closing":
-        return (f"position {p['id']} is still closing: exit order {exit_.get('order')} is "
-                f"{exit_.get('state', 'in flight')} (`botctl positions` shows when it settles)")
+        where = ("`botctl positions` shows when it settles" if p.get("driven") else
+                 "no engine is running to send it: `botctl run` does")
+        return f"position {p['id']} is still closing: exit order {exit_.get('order')} is " \
+               f"{exit_.get('state', 'in flight')} ({where})"
     tried = exit_.get("tried", 0)
     why = f": {exit_['reason']}" if exit_.get("reason") else ""
     return f"position {p['id']} is still open: its exit failed after {tried} attempt{'s' if tried != 1 else ''}{why}"
@@ -245,7 +280,7 @@ def close(
         closed = None
         if row["state"] == "done" and not no_wait:
             ids = (row.get("result") or {}).get("closing", [])
-            closed = await _await_closed(db, policy, ids, timeout) if ids else []
+            closed = await _await_closed(settings, db, policy, ids, timeout) if ids else []
         return row, closed
 
     row, closed = asyncio.run(go())
@@ -287,7 +322,7 @@ def halt(
     async def go():
         row = await _dispatch(settings, db, "halt", args, no_wait, timeout)
         ids = (row.get("result") or {}).get("closing", [])
-        closed = await _await_closed(db, policy, ids, timeout) if ids and not no_wait else None
+        closed = await _await_closed(settings, db, policy, ids, timeout) if ids and not no_wait else None
         return row, closed
 
     row, closed = asyncio.run(go())

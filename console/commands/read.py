@@ -17,6 +17,7 @@ from console.errors import Failed, Usage
 from console.output import amount, emit_json, money, plain, price, table, when
 
 JSON = typer.Option(False, "--json", help="One JSON value on stdout (amounts as decimal strings).")
+LIMIT_MAX = 2**63 - 1  # SQLite's largest integer
 
 
 def status(json_out: bool = JSON) -> None:
@@ -45,6 +46,9 @@ def status(json_out: bool = JSON) -> None:
     if limit and data["consecutive_losses"] >= limit and data["trading_state"] == "active":
         print(f"loss breaker: {data['consecutive_losses']} consecutive losses stopped new entries "
               "(`botctl resume` re-arms it)")
+    if data["review"]:
+        print(f"review: {len(data['review'])} reconciliation difference(s) between the venue and the book stop "
+              "new entries (`botctl reconcile` shows them; `--accept` records them)")
     for chain, refused in data["refused_broadcasts"].items():
         if refused >= policy.limits.max_consecutive_rejections > 0:
             print(f"rejection breaker: the {chain} node refused {refused} broadcasts in a row: no new entries on "
@@ -104,11 +108,14 @@ def nonces(json_out: bool = JSON) -> None:
           {2, 3})
 
 
-def history(limit: int = typer.Option(50, "--limit", min=1, help="How many rows, newest first."),
+def history(limit: int = typer.Option(50, "--limit", help="How many rows, newest first."),
             commands: bool = typer.Option(False, "--commands", help="Operator commands instead of fills."),
             json_out: bool = JSON) -> None:
     """Fills, newest first (--commands: who did what, when, and the result)."""
     from engine import views
+
+    if not 1 <= limit <= LIMIT_MAX:
+        raise Usage(f"--limit {limit} is out of range: from 1 to {LIMIT_MAX} rows")
 
     _settings, db, policy = context()
     if commands:

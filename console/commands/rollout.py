@@ -35,14 +35,14 @@ def _measure(audit: bool = True):
     from engine.rollout import as_json, checklist, evidence_of
     from engine.stages import stage, stored_stage
 
-    settings, db, policy = context()
+    settings, db, policy = context(book=False)  # a fresh home: the first stage's checklist, nothing done
     current = stage(stored_stage(db) or "paper")
     ev = evidence_of(db, policy, current.name, audit=audit)
     items = checklist(current, ev, settings.rollout.min_hours, settings.rollout.min_trades)
     return settings, db, current, ev, items, as_json(current, ev, items)
 
 
-def _print(current, summary: dict, items) -> None:
+def _print(current, summary: dict, items, db=None) -> None:
     since = f" since {summary['since']}" if summary["since"] else ""
     if current.next is None:
         print(f"stage {current.title}{since}: the last stage, nothing to promote to")
@@ -53,6 +53,10 @@ def _print(current, summary: dict, items) -> None:
     for item in items:
         mark = "ok  " if item.ok else "MISS"
         print(f"  [{mark}] {item.label}: {item.have}" + ("" if item.ok else f"  (needs {item.need})"))
+    if not summary["evidence"]["book"]:
+        print(f"\nnothing is measured yet: there is no book{f' at {db}' if db else ''}. First: `botctl run` "
+              "(paper mode on the simulated market) starts the book and trades; then `botctl rollout` again "
+              "to see what is left (drills, attestations)")
 
 
 @app.callback()
@@ -85,11 +89,11 @@ def check(json_out: bool = JSON) -> None:
 
 
 def _show(json_out: bool):
-    _settings, _db, current, _ev, items, summary = _measure()
+    _settings, db, current, _ev, items, summary = _measure()
     if json_out:
         emit_json(summary)
     else:
-        _print(current, summary, items)
+        _print(current, summary, items, db)
     return current, items
 
 
@@ -162,9 +166,9 @@ def _send(settings, db, command: str, args: dict, json_out: bool) -> None:
 
 def _wizard() -> None:
     """Walk the checklist: each item with its evidence; ask for what an operator can give now."""
-    _settings, _db, current, _ev, items, summary = _measure()
-    _print(current, summary, items)
-    if current.next is None:
+    _settings, db, current, ev, items, summary = _measure()
+    _print(current, summary, items, db)
+    if current.next is None or not ev.book:  # a fresh home: the first step is printed, nothing to offer yet
         return
     for item in items:
         if item.ok:

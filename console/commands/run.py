@@ -10,6 +10,7 @@ import time
 import typer
 
 from console.commands.common import command_line, confirm_live
+from console.errors import Usage
 from console.output import money
 
 
@@ -49,6 +50,8 @@ def run_command(
     """Run the engine headless until Ctrl-C or --duration."""
     from engine.settings import load_settings
 
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise Usage(f"--seed {seed} is out of range: a seed is a 64-bit integer")
     overrides = {"profile": profile}
     settings = load_settings(**overrides)
     if seed is not None:
@@ -62,7 +65,7 @@ async def _run(settings, duration, signals) -> None:
     from engine import logs
     from engine.kernel import EngineFailed, build
     from engine.paper.venue import VenueRejected
-    from storage import ensure_home
+    from storage import StorageError, ensure_home, translated
     from storage.owner import OwnerBusy
 
     logs.setup(ensure_home(settings.home))
@@ -83,6 +86,10 @@ async def _run(settings, duration, signals) -> None:
     try:
         await engine.run(duration, _progress(engine))
     except EngineFailed as exc:
+        # a failure of the machine (a full disk...) is said as itself: what happened and what to do
+        known = translated(exc.__cause__) if exc.__cause__ is not None else exc
+        if isinstance(known, StorageError):
+            raise known from known.__cause__
         raise Failed(str(exc)) from None
     finally:
         stats, book = engine.stats, engine.book

@@ -161,6 +161,40 @@ def test_what_was_silently_accepted_is_refused(botctl, home, tmp_path, config, d
     assert not (home / "botctl.db").exists(), "nothing may be written on bad input"
 
 
+@pytest.mark.parametrize("variable, value, args, suggestion", [
+    ("BOTCTL_MAX_SLIPAGE_BPS", "5", ["config", "show"], "BOTCTL_MAX_SLIPPAGE_BPS"),
+    ("BOTCTL_DRYRUN", "false", ["run", "--duration", "5"], "BOTCTL_DRY_RUN"),
+    ("BOTCTL_PROFIL", "scale-up", ["status"], "BOTCTL_PROFILE"),
+    ("botctl_paper__sed", "3", ["run", "--duration", "5"], "BOTCTL_PAPER__SEED"),
+    ("BOTCTL_COOLDOWN_S__X", "5", ["config", "show", "--json"], "BOTCTL_COOLDOWN_S"),
+])
+def test_a_variable_that_is_no_setting_is_refused_in_the_environment_as_in_dotenv(botctl, home, tmp_path,
+                                                                                  variable, value, args,
+                                                                                  suggestion):
+    name = variable.upper()
+    from_environment = botctl(*args, env={variable: value})
+    assert from_environment.returncode == 2, from_environment.stdout + from_environment.stderr
+    said = one_error_line(from_environment)
+    assert said == f"error: environment: {name} is not a setting (did you mean {suggestion}?)"
+    assert not from_environment.stdout and not home.exists(), "nothing may be read into effect or written"
+
+    (tmp_path / ".env").write_text(f"{variable}={value}\n")  # one rule for both
+    from_dotenv = botctl(*args)
+    assert from_dotenv.returncode == 2
+    assert one_error_line(from_dotenv) == said.replace("environment:", ".env line 1:")
+    assert not home.exists()
+
+
+def test_the_variables_botctl_reads_that_are_no_setting_are_accepted(botctl):
+    env = {"BOTCTL_LOG_LEVEL": "debug", "BOTCTL_DEBUG": "1", "BOTCTL_CRASH_AT": "nowhere", "BOTCTL_CRASH_SKIP": "0",
+           "BOTCTL_EVM_PASSWORD": "pw-hunter2", "BOTCTL_JUPITER_API_KEY": "key-hunter2",
+           "BOTCTL_SYNCHRONOUS": "NORMAL"}
+    result = botctl("config", "show", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    assert json.loads(result.stdout)["synchronous"] == "NORMAL"
+
+
 # --------------------------------------------------------------------------- files others can write
 
 
@@ -214,3 +248,27 @@ def test_a_venue_that_is_gone_is_an_error_never_a_new_venue(botctl, home, how):
     after = json.loads(botctl("status", "--json").stdout)
     assert after["equity"] == before["equity"], "nothing was accepted from a venue that is not the book's"
     assert botctl("audit").returncode == 0
+
+
+@pytest.mark.parametrize("where", [".env", "logs", "botctl.lock"])
+def test_a_file_others_can_write_is_refused_by_every_command(tmp_path, where):
+    """A writable .env could redirect the home; a writable logs/ invites a planted log file."""
+    import stat
+
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
+    env.update({"BOTCTL_PAPER__SPEED": "0"})
+    (work / ".env").write_text(f"BOTCTL_HOME={home}\n")
+    run = subprocess.run([sys.executable, "-m", "console.cli", "run", "--duration", "3"], capture_output=True,
+                         text=True, env=env, cwd=work, timeout=120)
+    assert run.returncode == 0, run.stderr
+    target = work / ".env" if where == ".env" else home / where
+    target.chmod(stat.S_IMODE(target.stat().st_mode) | stat.S_IWOTH)
+    for command in (["status"], ["run", "--duration", "2"]):
+        result = subprocess.run([sys.executable, "-m", "console.cli", *command], capture_output=True, text=True,
+                                env=env, cwd=work, timeout=120)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        shown = ".env" if where == ".env" else str(target)  # .env is named as the operator knows it
+        assert result.stderr.startswith("error: ") and shown in result.stderr and "chmod" in result.stderr

@@ -127,7 +127,7 @@ def test_one_off_close_with_no_engine_running(tmp_path):
 @pytest.mark.parametrize("args, code, words", [
     (["close", "999"], 1, "no position 999"),
     (["close", "abc"], 2, "Invalid value"),
-    (["close", "0"], 2, "positive"),
+    (["close", "0"], 2, "position ids are integers from 1"),
     (["close"], 2, "needs a position ID or --all"),
     (["close", "1", "--all"], 2, "not both"),
 ])
@@ -149,20 +149,51 @@ def test_bad_operator_input(tmp_path, args, code, words):
     assert written() == before  # refused before anything is written
 
 
+def journal_and_inbox(home: Path) -> list[int]:
+    conn = sqlite3.connect(home / "botctl.db")
+    try:
+        return [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("journal", "inbox")]
+    finally:
+        conn.close()
+
+
 def test_closing_a_closed_or_closing_position_is_refused(tmp_path):
     home = tmp_path / "home"
     assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
-    target = open_positions(home)[0]["id"]
-    assert cli(home, "close", str(target)).returncode == 0
-    again = cli(home, "close", str(target))
+    first, second, third = (p["id"] for p in open_positions(home)[:3])
+    assert cli(home, "close", str(first)).returncode == 0
+    again = cli(home, "close", str(first))
     assert again.returncode == 1 and "already closed" in again.stderr
-    queued = cli(home, "close", str(open_positions(home)[0]["id"]), "--no-wait", "--json")
-    assert queued.returncode == 0 and json.loads(queued.stdout)["state"] == "pending"
-    closing_id = open_positions(home)[0]["id"]
-    assert cli(home, "positions", "--json").returncode == 0
-    # the queued close is decided by the next owner; a second close of it is refused then
-    assert cli(home, "pause").returncode == 0
-    assert any(p["id"] == closing_id for p in json.loads(cli(home, "positions", "--all", "--json").stdout))
+
+    # Killed after the exit's bytes were committed: the position is left closing, its exit in flight.
+    killed = cli(home, "close", str(second), "--yes", BOTCTL_CRASH_AT="exit_after_submit_commit")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert {p["id"]: p["state"] for p in open_positions(home)}[second] == "closing"
+    before = journal_and_inbox(home)
+    refused = cli(home, "close", str(second), "--yes")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr == f"error: position {second} is already closing\n"
+    assert journal_and_inbox(home) == before  # refused before anything was written
+
+    # Two closes of one open position queued while nobody owns the book pass the sender's check;
+    # the one queue decides them in order: the first sells, the second finds it closing.
+    for _ in range(2):
+        queued = cli(home, "close", str(third), "--no-wait", "--json")
+        assert queued.returncode == 0 and json.loads(queued.stdout)["state"] == "pending", queued.stderr
+    assert cli(home, "pause").returncode == 0  # a one-off owner: decides every queued row, settles all
+    answers = [r for r in json.loads(cli(home, "history", "--commands", "--json").stdout)
+               if r["command"] == "close" and r["args"].get("id") == third]
+    assert sorted(r["state"] for r in answers) == ["done", "refused"], answers
+    [denied] = [r for r in answers if r["state"] == "refused"]
+    assert any(f"position {third} is already closing" in why for why in denied["result"]["refused"]), denied
+    states = {p["id"]: p["state"] for p in json.loads(cli(home, "positions", "--all", "--json").stdout)}
+    assert (states[second], states[third]) == ("closed", "closed")
+    conn = sqlite3.connect(home / "botctl.db")
+    sold = conn.execute("SELECT count(*) FROM orders WHERE intent = 'exit' AND state = 'filled' "
+                        "AND position_id = ?", (third,)).fetchone()[0]
+    conn.close()
+    assert sold == 1, "sold exactly once"
+    assert cli(home, "audit").returncode == 0
 
 
 def run_on_terminal(home: Path, args: list[str], answer: str) -> tuple[int, str]:

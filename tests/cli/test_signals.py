@@ -252,3 +252,82 @@ def test_a_truncated_file_is_noticed_logged_and_read_again_from_its_start(tmp_pa
     [denied] = journal(home, "EntryDenied")
     assert denied["signal_id"] == "a2" and "already taken" in denied["reason"]
     audit_clean(home)
+
+
+# --------------------------------------------------------------------------- a FIFO is a stream
+
+
+def write_fifo(path: Path, data: bytes, seconds: float = 30.0) -> None:
+    """One writer: opens the FIFO as soon as the engine has it open for reading (never blocking
+    the test on an engine that does not), writes, closes."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:  # ENXIO: no reader yet
+            assert time.monotonic() < deadline, "the engine never opened the FIFO for reading"
+            time.sleep(0.05)
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_a_fifo_is_read_as_a_stream_one_writer_after_another(tmp_path):
+    home, fifo = tmp_path / "home", tmp_path / "signals.fifo"
+    os.mkfifo(fifo)
+    proc = start(home, str(fifo))
+    try:
+        write_fifo(fifo, signal_line("f1", *TOKENS[1], size="10") + b"\n")
+        wait_for(lambda: "f1" in taken(home))
+        # the next writer; its unfinished last line is a line when it closes the FIFO
+        write_fifo(fifo, signal_line("f2", *TOKENS[2]) + b'\n{"id": "cut", "chain": "base"')
+        wait_for(lambda: "f2" in taken(home) and 3 in dict(skipped(home)))
+    finally:
+        stop(proc)
+    assert not any("Illegal seek" in r["msg"] for r in log_records(home))
+    logged = dict(skipped(home))
+    assert list(logged) == [3] and "not JSON" in logged[3], "line numbers run on from writer to writer"
+    assert_taken_once(home, ["f1", "f2"])
+    audit_clean(home)
+
+
+def test_a_fifo_nobody_writes_to_never_blocks_the_engine(tmp_path):
+    home, fifo = tmp_path / "home", tmp_path / "signals.fifo"
+    os.mkfifo(fifo)
+    run = subprocess.run([sys.executable, "-m", "console.cli", "run", "--signals", str(fifo), "--duration", "10"],
+                         env=env_for(home), cwd=tmp_path, capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    clean(run.stderr)
+    assert b"stopped: 10 blocks" in run.stderr
+
+
+# --------------------------------------------------------------------------- strict fields
+
+
+def test_duplicate_keys_and_non_ascii_numbers_are_refused_with_the_key_named(tmp_path):
+    home, path = tmp_path / "home", tmp_path / "signals.jsonl"
+    lines = {  # line number: (line, reason); every one of these was taken as something else before
+        1: (b'{"id": "d-size", "chain": "solana", "token": "WIF", "size": "25.00", "size": null}',
+            "duplicate key 'size'"),
+        2: (b'{"id": "d-chain", "chain": "solana", "token": "AERO", "chain": "base"}', "duplicate key 'chain'"),
+        3: (b'{"id": "u-size", "chain": "solana", "token": "WIF", "size": "25_000"}', "not a decimal amount"),
+        4: ('{"id": "w-size", "chain": "solana", "token": "WIF", "size": "２５"}'.encode(), "not a decimal amount"),
+        5: ('{"id": "a-size", "chain": "solana", "token": "WIF", "size": "٢٥"}'.encode(), "not a decimal amount"),
+        6: (b'{"id": "u-ttl", "chain": "solana", "token": "WIF", "at": "2000-01-01T00:00:00Z", "ttl_s": "1_0"}',
+            "ttl_s must be a number"),
+    }
+    good = signal_line("ok", *TOKENS[1], size="1e1", at="2020-01-01T00:00:00Z", ttl_s="1e9")
+    path.write_bytes(b"\n".join(line for line, _reason in lines.values()) + b"\n" + good + b"\n")
+    run = cli(home, "run", "--signals", str(path), "--duration", "10")
+    assert run.returncode == 0, run.stderr
+    clean(run.stderr)
+    logged = dict(skipped(home))
+    assert sorted(logged) == sorted(lines)
+    for number, (_line, reason) in lines.items():
+        assert reason in logged[number], (number, logged[number])
+    assert_taken_once(home, ["ok"])
+    assert set(taken(home)) == {"ok"}, "no refused line reached the book"
+    audit_clean(home)

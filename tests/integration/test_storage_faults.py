@@ -6,10 +6,27 @@ import sqlite3
 
 import pytest
 
-from engine.kernel import EngineFailed, build
+from engine.kernel import EngineFailed, build, policy_for
+from engine.persist import load_book
 from engine.settings import load_settings
 
 from paperkit import audited, conservation, settle
+
+
+def committed_book(settings):
+    conn = sqlite3.connect(f"file:{settings.home / 'botctl.db'}?mode=ro", uri=True)
+    try:
+        return load_book(lambda sql, params=(): conn.execute(sql, tuple(params)).fetchall(), policy_for(settings))
+    finally:
+        conn.close()
+
+
+def journal_length(settings) -> int:
+    conn = sqlite3.connect(f"file:{settings.home / 'botctl.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM journal").fetchone()[0]
+    finally:
+        conn.close()
 
 
 async def test_disk_io_error_mid_run_stops_cleanly_and_loses_nothing(tmp_path):
@@ -24,15 +41,19 @@ async def test_disk_io_error_mid_run_stops_cleanly_and_loses_nothing(tmp_path):
             raise sqlite3.OperationalError("disk I/O error")
 
     engine.writer.before_commit = disk_full
-    before_failure = None
     try:
         with pytest.raises(EngineFailed, match="disk I/O error"):
             await engine.run(500, on_tick=lambda e: None)
-        before_failure = engine.book.snapshot()
+        # The failed batch left nothing behind: memory is exactly what the disk committed,
+        # read through a connection of its own.
+        in_memory = engine.book.snapshot()
+        on_disk = committed_book(settings)
     finally:
         engine.writer.before_commit = None
         await engine.close()
-    assert before_failure is not None
+    assert commits["n"] > 120 and engine.stats.ticks > 0  # it traded, then the disk filled
+    assert in_memory == on_disk.snapshot()
+    assert on_disk.meta.get("seq") == journal_length(settings)
 
     engine = await build(settings)  # the disk has room again
     try:

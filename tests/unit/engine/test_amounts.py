@@ -84,3 +84,26 @@ async def test_status_shows_the_book_exactly(make_engine):
     assert solana["realized_pnl"] == exact(loss, 6) == "-8.765433"
     assert solana["cash"] == exact(usd(1000) + loss, 6)
     assert data["equity"] == exact(big + usd(1000) + loss, 6)
+
+
+@pytest.mark.parametrize("text, decimals, units", [
+    ("1000000000000000000000000.000001", 6, 10**30 + 1),  # 31 digits: a Decimal product would round it
+    ("1.9999999", 6, 1_999_999),  # what we may spend rounds down
+    ("-1.0000001", 6, -1_000_001),  # down is toward minus infinity
+    ("0.0000001", 6, 0),
+    ("1E+3", 2, 100_000),
+    (str(2**256 - 1), 0, 2**256 - 1),
+])
+def test_whole_units_become_base_units_exactly(text, decimals, units):
+    from engine.money import to_units
+
+    assert to_units(text, decimals) == units
+    assert to_units(Decimal(text), decimals) == units
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "1e999999"])
+def test_what_is_no_amount_is_refused_not_computed(bad):
+    from engine.money import to_units
+
+    with pytest.raises(ValueError):
+        to_units(bad, 6)

@@ -8,6 +8,8 @@ case: the audit is clean and the in-memory book equals a fresh load from the dat
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 
 from engine.messages import EntryReserved, OrderFilled, PositionOpened
 
@@ -84,21 +86,82 @@ async def test_twenty_concurrent_entries_on_one_token_make_one_position(make_eng
     await h.assert_consistent()
 
 
+class CommitGate:
+    """Holds a COMMIT open until the test lets it go: the writer's `before_commit` runs on its thread
+    after the statements, before COMMIT. It holds the first transaction that writes an entry
+    reservation (so a deposit still committing is never the one held); others pass through."""
+
+    HOLDS = "SELECT count(*) FROM journal WHERE kind = 'EntryReserved'"  # sees the open transaction
+
+    def __init__(self):
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def __call__(self, conn) -> None:
+        if self.released.is_set() or not conn.execute(self.HOLDS).fetchone()[0]:
+            return
+        self.entered.set()
+        assert self.released.wait(30), "the test never let the commit go"
+
+    async def wait_entered(self) -> None:
+        for _ in range(1000):
+            if self.entered.is_set():
+                return
+            await asyncio.sleep(0.005)
+        raise AssertionError("no commit started")
+
+
+def committed(h, sql: str) -> int:
+    """Read through a connection of our own, read-only: only what was COMMITTED is seen."""
+    conn = sqlite3.connect(f"file:{h.path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
+
+
 async def test_results_are_released_only_after_commit(make_engine):
-    """Whoever gets an accepted result can read it back from the database at once."""
+    """While the batch's COMMIT is held open, nobody has an answer; once it is let go, whoever has
+    an accepted result finds it in the database, read from another connection."""
     h = await make_engine(policy(), cash={"base": usd(1000)})
-    results = await h.submit_all(reserve("base", f"T{i}", usd(10)) for i in range(5))
+    gate = CommitGate()
+    h.writer.before_commit = gate
+    pending = [asyncio.ensure_future(h.submit(reserve("base", f"T{i}", usd(10)))) for i in range(5)]
+    try:
+        await gate.wait_entered()
+        await asyncio.sleep(0.05)  # room for an early answer to reach its caller
+        assert [f.done() for f in pending] == [False] * 5, "answered before COMMIT"
+        assert committed(h, "SELECT count(*) FROM reservations") == 0
+    finally:
+        gate.released.set()
+    results = await asyncio.gather(*pending)
     for r in results:
         rid = r.first(EntryReserved).reservation_id
-        assert count(h, f"SELECT count(*) FROM reservations WHERE id = {rid} AND state = 'held'") == 1
+        assert committed(h, f"SELECT count(*) FROM reservations WHERE id = {rid} AND state = 'held'") == 1
 
 
 async def test_subscribers_see_only_committed_events_in_order(make_engine):
     h = await make_engine(policy(), cash={"base": usd(1000)})
     seen = []
-    h.seq.subscribe(lambda events: seen.extend(events))
-    results = await h.submit_all(reserve("base", f"T{i}", usd(10)) for i in range(5))
-    assert seen == [r.events[0] for r in results]
+
+    def subscriber(events):
+        """Each event a subscriber hears of is already in the journal, read from another connection."""
+        for event in events:
+            seen.append((event, committed(h, "SELECT count(*) FROM journal WHERE kind = 'EntryReserved'")))
+
+    h.seq.subscribe(subscriber)
+    gate = CommitGate()
+    h.writer.before_commit = gate
+    pending = [asyncio.ensure_future(h.submit(reserve("base", f"T{i}", usd(10)))) for i in range(5)]
+    try:
+        await gate.wait_entered()
+        await asyncio.sleep(0.05)
+        assert seen == [], "published before COMMIT"
+    finally:
+        gate.released.set()
+    results = await asyncio.gather(*pending)
+    assert [event for event, _ in seen] == [r.events[0] for r in results]
+    assert all(in_journal >= i + 1 for i, (_, in_journal) in enumerate(seen)), seen
 
 
 # --------------------------------------------------------------------------- the same report twice, at once

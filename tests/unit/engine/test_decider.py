@@ -357,11 +357,10 @@ def test_an_order_that_fails_before_signing_leaves_no_nonce_gap():
     as a definite failure (refused before anything was signed) its nonce must not become a
     gap: otherwise every later transaction waits behind it forever ("nonce too high")."""
     life = Life(*FUNDED, reserve("base", "T1", usd(10)))
-    events = when(life.book, failure(1, "rejected before broadcast"))
-    if denial(events) is not None:  # a decider may insist on AbandonOrder for unsigned orders
-        life.do(abandon(1))
-    else:
-        life.do(failure(1, "rejected before broadcast"))
+    refused = denial(when(life.book, failure(1, "rejected before broadcast")))
+    assert refused is not None and "no signed transaction awaits an outcome" in refused  # unsigned: abandon it
+    life.do(abandon(1))
+    assert [(o.intent, o.nonce) for o in life.book.live_orders()] == [("noop", 0)]  # its nonce is filled
     life.do(reserve("base", "T2", usd(10)))
     assert life.gaps() == []
 

@@ -48,13 +48,13 @@ async def test_an_unreachable_endpoint_is_named_without_its_credentials(tmp_path
 
 @pytest.mark.parametrize("url", ["mainnet.helius-rpc.com/?api-key=SECRET123", "https://rpc.example.org/v2/SECRET x",
                                  "ftp://host/SECRET"])
-def test_an_endpoint_that_is_not_a_url_is_refused_without_echoing_it(tmp_path, monkeypatch, url):
+def test_an_endpoint_that_is_not_a_url_is_refused_without_echoing_it(clean_env, monkeypatch, url):
     from engine.settings import load_settings
 
     monkeypatch.setenv("BOTCTL_CHAINS__BASE__KIND", "evm")
     monkeypatch.setenv("BOTCTL_CHAINS__BASE__RPC_URL", url)
     with pytest.raises(SettingsError) as info:
-        load_settings(home=tmp_path)
+        load_settings()
     assert str(info.value).startswith("BOTCTL_CHAINS__BASE__RPC_URL: Value error, must be an http(s)://")
     assert "SECRET" not in str(info.value)
 

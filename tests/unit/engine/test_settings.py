@@ -84,7 +84,40 @@ def test_an_unknown_nested_variable_in_the_environment_gets_a_suggestion(clean_e
     monkeypatch.setenv("BOTCTL_PAPER__SEEDD", "3")
     with pytest.raises(SettingsError) as caught:
         load_settings()
-    assert str(caught.value) == "BOTCTL_PAPER__SEEDD: not a setting (did you mean BOTCTL_PAPER__SEED?)"
+    assert str(caught.value) == "environment: BOTCTL_PAPER__SEEDD is not a setting (did you mean BOTCTL_PAPER__SEED?)"
+
+
+@pytest.mark.parametrize("name, words", [
+    ("BOTCTL_MAX_SLIPAGE_BPS", "environment: BOTCTL_MAX_SLIPAGE_BPS is not a setting (did you mean "
+                               "BOTCTL_MAX_SLIPPAGE_BPS?)"),
+    ("botctl_dryrun", "environment: BOTCTL_DRYRUN is not a setting (did you mean BOTCTL_DRY_RUN?)"),
+    ("BOTCTL_COOLDOWN_S__X", "environment: BOTCTL_COOLDOWN_S__X is not a setting (did you mean BOTCTL_COOLDOWN_S?)"),
+    ("BOTCTL_CHAINS__BASE__KINDD", "did you mean BOTCTL_CHAINS__BASE__KIND?"),
+    ("BOTCTL_PAPER__", "environment: BOTCTL_PAPER__ is not a setting"),
+])
+def test_an_unknown_top_level_or_nested_variable_in_the_environment_is_refused(clean_env, monkeypatch, name,
+                                                                                  words):
+    monkeypatch.setenv(name, "5")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert words in str(caught.value)
+
+
+def test_the_variables_that_are_no_setting_are_accepted_in_the_environment(clean_env, monkeypatch):
+    from engine.settings import NOT_SETTINGS
+
+    for name in NOT_SETTINGS:
+        monkeypatch.setenv(name, "0")
+    monkeypatch.setenv("BOTCTL_SYNCHRONOUS", "NORMAL")
+    monkeypatch.setenv("BOTCTL_CHAINS__BASE", '{"kind": "evm"}')  # a whole table as JSON
+    s = load_settings()
+    assert (s.synchronous, s.chains["base"].kind) == ("NORMAL", "evm")
+
+
+def test_log_level_in_dotenv_is_refused_as_environment_only(clean_env):
+    (clean_env / ".env").write_text("BOTCTL_LOG_LEVEL=debug\n")
+    with pytest.raises(SettingsError, match="BOTCTL_LOG_LEVEL is read from the environment only"):
+        load_settings()
 
 
 def test_secrets_and_other_programs_variables_in_dotenv_are_accepted(clean_env):
@@ -105,3 +138,27 @@ def test_an_insecure_home_is_refused_before_anything_is_read(clean_env):
     missing = clean_env / "nowhere"
     load_settings(home=missing)
     assert not missing.exists(), "reading settings creates nothing"
+
+
+def test_every_botctl_variable_the_project_reads_or_sets_is_a_setting_or_on_the_allow_list(clean_env):
+    """A variable read with os.environ that is no setting and not on NOT_SETTINGS would stop every
+    command that has it set: this keeps the allow-list and the code that reads the variables in step."""
+    import re
+    from pathlib import Path
+
+    from engine.settings import check_environment
+
+    root = Path(__file__).resolve().parents[3]
+    files = [root / "README.md", root / ".env.example", *sorted((root / ".ci").glob("*"))]
+    for folder in ("engine", "console", "storage", "wallet", "tests/bench", "tests/integration"):
+        files += sorted((root / folder).rglob("*.py"))
+    names = set()
+    for path in files:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        found = {name for line in lines for name in re.findall(r"BOTCTL_[A-Z0-9_]*[A-Z0-9]", line)}
+        refused = {name for line in lines if "not a setting" in line  # examples of a refused name
+                   for name in re.findall(r"BOTCTL_[A-Z0-9_]*[A-Z0-9]", line)}
+        names |= found - refused
+    assert {"BOTCTL_HOME", "BOTCTL_DEBUG", "BOTCTL_LOG_LEVEL", "BOTCTL_CRASH_SKIP"} <= names
+    for name in sorted(names):
+        check_environment({name: "1"})

@@ -43,7 +43,7 @@ BAD = [
     ("4,400-digit id", b'{"id": ' + b"7" * 4400 + b', "chain": "base", "token": "AERO"}', "printable characters"),
     ("size 1e999999999", b'{"chain": "base", "token": "AERO", "size": "1e999999999"}', "larger than any amount"),
     ("size NaN", b'{"chain": "base", "token": "AERO", "size": NaN}', "NaN is not a number"),
-    ("size Infinity", b'{"chain": "base", "token": "AERO", "size": "Infinity"}', "not a positive amount"),
+    ("size Infinity", b'{"chain": "base", "token": "AERO", "size": "Infinity"}', "not a decimal amount"),
     ("size true", b'{"chain": "base", "token": "AERO", "size": true}', "size must be a decimal string"),
     ("size zero", b'{"chain": "base", "token": "AERO", "size": "0"}', "size must be positive"),
     ("size negative", b'{"chain": "base", "token": "AERO", "size": -5}', "not a positive amount"),
@@ -65,6 +65,16 @@ BAD = [
     ("control character in id", b'{"id": "a\\nb", "chain": "base", "token": "AERO"}', "printable characters"),
     ("empty id", b'{"id": "", "chain": "base", "token": "AERO"}', "printable characters"),
     ("id a list", b'{"id": [1], "chain": "base", "token": "AERO"}', "id must be a string or an integer"),
+    ("size twice", b'{"chain": "base", "token": "AERO", "size": "25.00", "size": null}', "duplicate key 'size'"),
+    ("chain twice", b'{"chain": "solana", "token": "AERO", "chain": "base"}', "duplicate key 'chain'"),
+    ("escaped twice", b'{"chain": "base", "token": "AERO", "to\\u006ben": "DEGEN"}', "duplicate key 'token'"),
+    ("size 25_000", b'{"chain": "base", "token": "AERO", "size": "25_000"}', "not a decimal amount"),
+    ("size full-width", '{"chain": "base", "token": "AERO", "size": "２５"}'.encode(), "not a decimal amount"),
+    ("size Arabic-Indic", '{"chain": "base", "token": "AERO", "size": "٢٥"}'.encode(), "not a decimal amount"),
+    ("ttl_s 1_0", b'{"chain": "base", "token": "AERO", "at": "2026-01-01T00:00:00Z", "ttl_s": "1_0"}',
+     "ttl_s must be a number"),
+    ("ttl_s full-width", '{"chain": "base", "token": "AERO", "at": "2026-01-01T00:00:00Z", "ttl_s": "１"}'.encode(),
+     "ttl_s must be a number"),
 ]
 
 
@@ -144,6 +154,20 @@ def test_parse_amount_is_exact_and_bounded():
         parse_amount("1.0000000000000000000000000000000000001", 6)
     with pytest.raises(ValueError, match="larger than any amount"):
         parse_amount("1e40", 6)
+
+
+@pytest.mark.parametrize("text", ["25_000", "２５", "٢٥", "2\u06f5", "Infinity", "NaN", "0x10", "1e", ".", "5..",
+                                  "2 5", "\u300025", "1e" + "9" * 30, "+-1", ""])
+def test_parse_amount_takes_plain_ascii_decimal_notation_only(text):
+    with pytest.raises(ValueError, match="not a decimal amount"):
+        parse_amount(text, 6)
+
+
+@pytest.mark.parametrize("text, units", [("25", 25_000_000), (" 25.50\n", 25_500_000), ("25.", 25_000_000),
+                                         (".5", 500_000), ("+1", 1_000_000), ("1E+2", 100_000_000),
+                                         ("2e-6", 2)])
+def test_parse_amount_takes_every_plain_notation(text, units):
+    assert parse_amount(text, 6) == units
 
 
 # ---------------------------------------------------------------------------------------------- lines
@@ -240,6 +264,66 @@ def test_a_missing_or_unreadable_file_is_refused_at_start(tmp_path):
         JsonlSource(str(tmp_path / "nope.jsonl"), CHAINS)
     with pytest.raises(FileNotFoundError, match="cannot be read"):
         JsonlSource(str(tmp_path), CHAINS)
+
+
+# ---------------------------------------------------------------------------------------------- FIFO
+
+def fifo_writer(path, data: bytes, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:  # no reader yet
+            assert time.monotonic() < deadline, "the source never opened the FIFO"
+            time.sleep(0.01)
+    os.set_blocking(fd, True)
+    os.write(fd, data)
+    os.close(fd)
+
+
+def test_a_fifo_is_opened_on_the_thread_and_read_writer_after_writer(tmp_path, caplog):
+    path = tmp_path / "signals.fifo"
+    os.mkfifo(path)
+    started = time.monotonic()
+    source = JsonlSource(str(path), CHAINS)  # no writer: opening it would block here
+    assert time.monotonic() - started < 1
+    try:
+        assert source.poll(1, NOW) == []
+        fifo_writer(path, good("f1") + b"\n" + b'{"id": "f2", "chain": "base", ')
+        assert [o.id for o in poll_until(source, lambda f: f)] == ["f1"]
+        fifo_writer(path, b'"token": "AERO"}\n' + good("f3", "JUP") + b"\nnot json")
+        found = poll_until(source, lambda f: 5 in skipped(caplog))
+        assert [o.id for o in found] == ["f3"], "a line is not joined across two writers"
+        assert list(skipped(caplog)) == [2, 3, 5], "numbers run on from writer to writer"
+        assert "not JSON" in skipped(caplog)[5], "a writer's unfinished last line is a line when it closes"
+    finally:
+        source.close()
+    assert not any("Illegal seek" in r.getMessage() for r in caplog.records)
+
+
+def test_closing_a_source_wakes_a_thread_waiting_for_a_writer(tmp_path):
+    import threading
+
+    path = tmp_path / "signals.fifo"
+    os.mkfifo(path)
+    before = set(threading.enumerate())
+    source = JsonlSource(str(path), CHAINS)
+    [reader] = [t for t in threading.enumerate() if t not in before and t.name == "botctl-signals"]
+    time.sleep(0.1)
+    assert reader.is_alive(), "waiting for a writer"
+    source.close()
+    reader.join(timeout=5)
+    assert not reader.is_alive(), "the reader thread is still blocked opening the FIFO"
+
+
+def test_an_unreadable_fifo_is_refused_at_start(tmp_path):
+    path = tmp_path / "signals.fifo"
+    os.mkfifo(path, 0o200)
+    if os.access(path, os.R_OK):
+        pytest.skip("running as a user that reads anything")
+    with pytest.raises(FileNotFoundError, match="cannot be read"):
+        JsonlSource(str(path), CHAINS)
 
 
 # ---------------------------------------------------------------------------------------------- stdin

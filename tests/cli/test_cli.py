@@ -11,13 +11,7 @@ import sys
 
 import pytest
 
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
+from clikit import one_error_line
 
 
 def test_help_lists_the_commands(botctl):

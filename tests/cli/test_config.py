@@ -12,19 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from clikit import one_error_line
 from terminal import converse
 
 pytestmark = pytest.mark.slow
 
 SECRET_URL = "http://127.0.0.1:9/v2/SECRETKEY?api-key=SECRETQUERY"
-
-
-def one_error_line(result) -> str:
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def env_without_home(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ with `botctl audit` clean.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,16 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from clikit import env_for
+
 pytestmark = pytest.mark.slow
 
-QUIET = {"BOTCTL_MAX_HOLD_S": "100000", "BOTCTL_STOP_LOSS_BPS": "0", "BOTCTL_TAKE_PROFIT_BPS": "0"}
 REFUSE_ALL = {"BOTCTL_PAPER__FAIL_RATE_BPS": "10000"}  # the paper node refuses every broadcast
-
-
-def env_for(home: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
-    env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "0", **QUIET, **extra})
-    return env
 
 
 def cli(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:

@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from clikit import env_for
+
 pytestmark = pytest.mark.slow
-
-
-def env_for(home: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
-    env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "0", "BOTCTL_MAX_HOLD_S": "100000",
-                "BOTCTL_STOP_LOSS_BPS": "0", "BOTCTL_TAKE_PROFIT_BPS": "0"})
-    env.update(extra)
-    return env
 
 
 def cli(home: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -30,3 +30,12 @@ async def make_engine(tmp_path):
             await h.close()
         except Exception:  # a test may have left the sequencer dead: still free the writer
             await h.writer.close()
+
+
+LONGEST_FIRST = ("test_promotion_rests_on_evidence_from_real_runs_and_drills",)  # minutes, not seconds
+
+
+def pytest_collection_modifyitems(items):
+    """Start the longest tests first: with `--dist worksteal` a long test collected last becomes the
+    tail the other worker waits out."""
+    items.sort(key=lambda item: item.originalname not in LONGEST_FIRST)

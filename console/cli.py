@@ -16,7 +16,7 @@ signal.signal(signal.SIGINT, lambda *_: (sys.stderr.write("error: interrupted\n"
 
 import typer  # noqa: E402
 
-from console.commands import doctor, logs, operator, read, reconcile, rollout, run, tui
+from console.commands import doctor, keys, logs, operator, read, reconcile, rollout, run, tui
 from console.errors import DEBUG_VARIABLE, INTERRUPTED, quiet_terminal, report, write_error
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.add_typer(rollout.app, name="rollout")
 app.command("drill")(rollout.drill)
 app.command("doctor")(doctor.doctor)
 app.command("logs")(logs.logs_command)
+app.add_typer(keys.app, name="keys")
 config_app = typer.Typer(help="Show the settings in force.", no_args_is_help=True)
 config_app.command("show")(read.config_show)
 app.add_typer(config_app, name="config")

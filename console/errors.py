@@ -93,7 +93,10 @@ def outcome(exc: BaseException) -> tuple[str, int, bool] | None:
         return exc.format_message(), 2, False
     from engine.settings import SettingsError
     from storage import failure
+    from wallet.keystore import KeystoreError
 
+    if isinstance(exc, KeystoreError):  # its own exit code: 2 a missing or exposed file, 1 a wrong password
+        return str(exc), exc.code, False
     if isinstance(exc, SettingsError):
         return str(exc), 2, False
     known = failure(exc)  # a StorageError, or an sqlite3/OS error raised outside storage's own calls

@@ -16,8 +16,8 @@ from collections import Counter, defaultdict
 from enum import Enum
 from typing import Callable, Iterable, NamedTuple
 
-from engine.book import LIVE_ORDER_STATES, META_DEFAULTS, Book, Policy
-from engine.decider import evolve
+from engine.core.book import LIVE_ORDER_STATES, META_DEFAULTS, Book, Policy
+from engine.core.decider import evolve
 from engine.persist import PERSISTED, decode_event, table_images
 from storage.schema import SCHEMA_VERSION
 

@@ -22,11 +22,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.executors.base import Rejected
-from engine.messages import (
+from engine.core.messages import (
     EntryReserved,
     OrderFailed,
     OrderFilled,
@@ -37,7 +37,8 @@ from engine.messages import (
     SetTradingState,
     TradingState,
 )
-from engine.money import from_units, to_units
+from engine.core.money import from_units, to_units
+from engine.executors.base import Rejected
 
 CHILD_TIMEOUT_S = 60
 
@@ -207,7 +208,7 @@ async def failure(engine, say) -> str:
 
 async def halt(engine, say) -> str:
     """The emergency stop closes everything and blocks entries; then trading is restored."""
-    from engine.inbox import plan
+    from engine.core.operator import plan
 
     book = engine.book
     prior = book.trading_state
@@ -224,7 +225,7 @@ async def halt(engine, say) -> str:
     try:
         fees = {name: await ex.fee_reserve() for name, ex in engine.executors.items()}
         steps = plan(book, "halt", {"close_all": True, "reason": "drill: emergency stop"}, engine.now(),
-                     "drill", fees)
+                     "drill", fees, int(time.time() * 1000))
         for step in steps:
             await engine.sequencer.submit(step)
         say(f"halted; closing {len(ids)} position(s)")

@@ -23,9 +23,9 @@ import logging
 from decimal import Decimal
 from typing import Callable
 
-from engine.book import Order
+from engine.core.book import Order
+from engine.core.messages import AbandonOrder, MarkBroadcast, RecordFailure, RecordFill, RecordSubmission, RecordUnknown
 from engine.executors.base import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
-from engine.messages import AbandonOrder, MarkBroadcast, RecordFailure, RecordFill, RecordSubmission, RecordUnknown
 from engine.sequencer import Sequencer
 
 log = logging.getLogger("botctl.driver")

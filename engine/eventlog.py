@@ -17,8 +17,8 @@ import logging
 from decimal import Decimal
 from typing import Callable
 
-from engine import messages as m
-from engine.money import from_units
+from engine.core import messages as m
+from engine.core.money import from_units
 
 log = logging.getLogger("botctl.events")
 log.addHandler(logging.NullHandler())  # for the log file only: with none set up, never Python's stderr fallback

@@ -84,9 +84,20 @@ def live_problems(stage, settings, found: dict[str, Network], keys: dict[str, st
 
 
 def key_problem(home: Path, chain) -> str | None:
-    """Is the chain's key file present and private? (Its content is never read into a message.)"""
-    rel = chain.keystore if chain.kind == "evm" else chain.keypair
-    what = "keystore" if chain.kind == "evm" else "keypair"
+    """Is the chain's key file present and private? (Its content is never read into a message.)
+    EVM: wallet.keystore.check, the very check an unlock makes, so the live guard, `botctl doctor`
+    and `botctl keys show` say the same thing. Nothing is decrypted here."""
+    if chain.kind == "evm":
+        from wallet.keystore import KeystoreError, check, resolve
+
+        if not chain.keystore:
+            return "no keystore configured"
+        try:
+            check(resolve(home, chain.keystore))
+        except KeystoreError as exc:
+            return str(exc)
+        return None
+    rel, what = chain.keypair, "keypair"
     if not rel:
         return f"no {what} configured"
     path = (Path(home) / rel) if not Path(rel).is_absolute() else Path(rel)

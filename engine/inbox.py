@@ -24,31 +24,14 @@ import sqlite3
 import time
 from pathlib import Path
 
-from engine.book import Book
-from engine.messages import (
-    AnswerInbox,
-    AttestationRecorded,
-    ChangeStage,
-    CloseDenied,
-    CloseRequested,
-    CommandRejected,
-    EntryDenied,
-    FromInbox,
-    RecordAttestation,
-    RequestClose,
-    SetTradingState,
-    StageChanged,
-    TradingState,
-    TradingStateChanged,
-)
+from engine.core.messages import AnswerInbox, FromInbox
+from engine.core.operator import COMMANDS, outcome, plan
 from engine.sequencer import SequencerStopped
 from storage import StorageError
 
 log = logging.getLogger("botctl.inbox")
 
 SOCKET_NAME = "inbox.sock"
-COMMANDS = ("close", "close_all", "pause", "resume", "halt", "promote", "demote", "attest")
-STAGE_COMMANDS = ("promote", "demote", "attest")  # move no funds: a book-only owner may decide them
 
 
 def who() -> str:
@@ -169,71 +152,11 @@ def withdraw(db: Path, ident: int, why: str) -> bool:
 # --------------------------------------------------------------------------- owner side
 
 
-def plan(book: Book, command: str, args: dict, at: int, by: str, fees: dict[str, int]) -> list:
-    """Engine commands for one inbox row, against the current book."""
-    if command == "close":
-        position = book.positions.get(args["id"])
-        fee = fees.get(position.chain, 0) if position else 0
-        return [RequestClose(int(args["id"]), args.get("reason") or "operator close", fee, at, by)]
-    if command == "close_all":
-        return _close_all(book, args, at, by, fees)
-    if command == "pause":
-        return [SetTradingState(TradingState.REDUCING, args.get("reason") or "operator pause", at, by)]
-    if command == "resume":
-        return [SetTradingState(TradingState.ACTIVE, args.get("reason") or "operator resume", at, by,
-                                force=bool(args.get("force")))]
-    if command == "promote":
-        return [ChangeStage(args["to"], args["from"], tuple(args["_missing"]), args["_evidence"],
-                            args.get("reason") or "operator promote", at, by)]
-    if command == "demote":
-        return [ChangeStage(args["to"], args["from"], (), "{}", args.get("reason") or "operator demote", at, by,
-                            promote=False)]
-    if command == "attest":
-        return [RecordAttestation(args["stage"], args["item"], int(time.time() * 1000), by)]
-    if command == "halt":
-        steps = [SetTradingState(TradingState.HALTED, args.get("reason") or "operator halt", at, by)]
-        if args.get("close_all"):
-            steps += _close_all(book, args, at, by, fees)
-        return steps
-    raise ValueError(f"unknown operator command {command!r}")
-
-
-def _close_all(book: Book, args: dict, at: int, by: str, fees: dict[str, int]) -> list:
-    reason = args.get("reason") or "operator close --all"
-    return [RequestClose(p.id, reason, fees.get(p.chain, 0), at, by)
-            for p in book.open_positions() if p.state == "open"]
-
-
-def outcome(prior: dict | None, events: list, command=None) -> dict:
-    """Fold one command's events into the row's result."""
-    result = dict(prior or {"ok": [], "refused": [], "closing": []})
-    result = {k: list(v) for k, v in result.items()}
-    if not events and isinstance(command, SetTradingState):
-        result["ok"].append(f"trading is already {command.state.word}")
-    for event in events:
-        if isinstance(event, (CloseDenied, CommandRejected, EntryDenied)):
-            result["refused"].append(event.reason)
-        elif isinstance(event, CloseRequested):
-            result["closing"].append(event.position_id)
-            result["ok"].append(f"position {event.position_id} closing (order {event.order_id})")
-        elif isinstance(event, TradingStateChanged):
-            result["ok"].append(f"trading {event.previous.value} -> {event.state.value}" if event.previous is not
-                                event.state else f"trading stays {event.state.word}: {event.reason}")
-        elif isinstance(event, StageChanged):
-            result["ok"].append(f"stage {event.previous} -> {event.stage}")
-        elif isinstance(event, AttestationRecorded):
-            result["ok"].append(f"attested for {event.stage}: {event.text}")
-    return result
-
-
-def row_state(result: dict) -> str:
-    return "refused" if result["refused"] and not result["ok"] else "done"
-
-
 async def promotion_args(engine, args: dict) -> dict:
     """The owner measures the evidence itself (a sender's word is not evidence), just before
     deciding; the decider refuses a promotion with anything missing."""
-    from engine.rollout import as_json, checklist, evidence_of
+    from engine.core.evidence import checklist
+    from engine.rollout import as_json, evidence_of
     book = engine.book
     current = book.policy.stages[book.meta.get("stage")]
     db = Path(engine.settings.home) / "botctl.db"
@@ -355,7 +278,7 @@ class InboxPoller:
                                sender)
             return
         try:
-            steps = plan(engine.book, command, args, now, sender, fees)
+            steps = plan(engine.book, command, args, now, sender, fees, int(time.time() * 1000))
         except (KeyError, ValueError, TypeError) as exc:
             await self._answer(ident, "failed", f"bad command: {exc}", sender)
             return

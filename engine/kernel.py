@@ -21,17 +21,26 @@ from decimal import Decimal
 from typing import Callable
 
 from engine import eventlog
-from engine.book import Limits, Policy
+from engine.core.book import Limits, Policy
+from engine.core.exits import ExitRules, exits_due
+from engine.core.messages import (
+    Deposit,
+    EntryDenied,
+    MarkPrices,
+    PositionClosed,
+    PositionOpened,
+    RequestClose,
+    ReserveEntry,
+)
 from engine.driver import OrderDriver
 from engine.executors.paper import Faults, PaperExecutor, VenueLink
-from engine.messages import Deposit, EntryDenied, MarkPrices, PositionClosed, PositionOpened, RequestClose, ReserveEntry
-from engine.monitor import ExitRules, exits_due
 from engine.paper.market import CHAINS
 from engine.paper.venue import PaperVenue, VenueMismatch, VenueParams
 from engine.persist import load_book
 from engine.sequencer import Sequencer
 from engine.settings import Settings, SettingsError
 from engine.sources import JsonlSource, SimulatedSource
+from engine.stages import stages as shipped_stages
 from storage import Writer, ensure_home
 from storage.owner import Ownership, acquire
 
@@ -90,7 +99,7 @@ def policy_for(settings: Settings, market: dict | None = None, stages: dict | No
         max_consecutive_losses=settings.max_consecutive_losses,
     )
     live = settings.mode == "live" and not settings.dry_run  # real funds move: the stage must allow them
-    return Policy(chains, limits, live=live, **({"stages": stages} if stages else {}))
+    return Policy(chains, limits, live=live, stages=stages or shipped_stages())
 
 
 @dataclass
@@ -156,8 +165,8 @@ class Engine:
 
     async def reconcile(self, by: str = "engine") -> "Reconciliation":
         """Settle every order the book is unsure of from the venue, then compare balances."""
-        from engine.messages import RecordReconciliation
-        from engine.reconcile import differences
+        from engine.core.messages import RecordReconciliation
+        from engine.core.reconcile import differences
 
         resolved = []
         for order in self.book.live_orders():
@@ -171,7 +180,7 @@ class Engine:
 
     async def start_run(self, command: str, purpose: str = "trade") -> None:
         """Journal who runs the book, where it trades, and in which stage (rollout evidence)."""
-        from engine.messages import StartRun
+        from engine.core.messages import StartRun
 
         now = self.now()
         await self.sequencer.submit(StartRun(self.run_id, self.settings.mode, self.network, command, now, purpose))
@@ -179,7 +188,7 @@ class Engine:
 
     async def _beat(self, now: int, last: bool = False) -> None:
         """A heartbeat every engine minute: hours run in a stage are measured from these."""
-        from engine.messages import Beat
+        from engine.core.messages import Beat
 
         if self._last_beat is not None and (now - self._last_beat >= HEARTBEAT_MS or (last and now > self._last_beat)):
             self._last_beat = now
@@ -281,7 +290,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
 
     `market` replaces the simulated market's chains and tokens, and `stages` the shipped stages
     (load benchmarks use thousands of tokens and positions; nothing else sets these)."""
-    from engine.stages import StageError, check_settings
+    from engine.core.stages import StageError, check_settings
 
     if settings.mode != "paper":
         from engine.guards import live_mode

@@ -15,9 +15,9 @@ import typing
 from decimal import Decimal
 from enum import Enum
 
-from engine import messages
-from engine.book import TABLES, Book, Fill, NonceState, Order, Policy, Position, Reservation
-from engine.messages import Posting, TradingState
+from engine.core import messages
+from engine.core.book import TABLES, Book, Fill, NonceState, Order, Policy, Position, Reservation
+from engine.core.messages import Posting, TradingState
 from storage import Tx
 
 # --------------------------------------------------------------------------- events <-> journal

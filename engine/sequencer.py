@@ -14,9 +14,9 @@ import asyncio
 import logging
 from typing import Callable
 
-from engine.book import Book
-from engine.decider import decide, evolve
-from engine.messages import Result
+from engine.core.book import Book
+from engine.core.decider import decide, evolve
+from engine.core.messages import Result
 from engine.persist import write_batch
 from storage import Writer
 

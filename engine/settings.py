@@ -107,7 +107,7 @@ class PaperSettings(BaseModel):
     def _whole_base_units(cls, value: Decimal, info) -> Decimal:
         """A deposit below one base unit would fund the venue with 0 (amounts round down): every
         entry would then be denied while the run reports nothing wrong."""
-        from engine.money import to_units
+        from engine.core.money import to_units
         from engine.paper.market import CHAINS
 
         for chain in CHAINS.values():
@@ -428,7 +428,8 @@ def load_settings(check: bool = True, **flags: Any) -> Settings:
     commands for the owner): a config that a demotion left beyond the new ceiling must not lock the
     operator out of `halt` or `demote`; every engine start checks again, under the lock.
     A home that others can write is refused by every command (storage.InsecureHome)."""
-    from engine.stages import StageError, check_settings, stored_stage
+    from engine.core.stages import StageError, check_settings
+    from engine.stages import stages, stored_stage
     from storage import check_home
 
     flags = {k: v for k, v in flags.items() if v is not None}
@@ -469,7 +470,7 @@ def load_settings(check: bool = True, **flags: Any) -> Settings:
     try:
         settings = _Sourced(**flags)
         if check:
-            check_settings(settings, stored)
+            check_settings(settings, stored, stages())
         return settings
     except StageError as exc:
         raise SettingsError(str(exc)) from None

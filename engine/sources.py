@@ -25,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import accumulate
 
-from engine.money import PLAIN_DECIMAL, parse_amount
+from engine.core.money import PLAIN_DECIMAL, parse_amount
 from engine.paper.market import PaperChain, rng
 
 log = logging.getLogger("botctl.signals")

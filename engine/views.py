@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from engine.book import Policy
-from engine.money import from_units, quote_for
+from engine.core.book import Policy
+from engine.core.money import from_units, quote_for
 from storage import fetch_all, read_snapshot
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine import audit as audit_mod
-from engine.book import Book, ChainPolicy, Limits, Policy
-from engine.decider import apply, decide
-from engine.messages import (
+from engine.core.book import Book, ChainPolicy, Limits, Policy
+from engine.core.decider import apply, decide
+from engine.core.messages import (
     AbandonOrder,
     Deposit,
     MarkBroadcast,
@@ -37,6 +37,7 @@ from engine.messages import (
 )
 from engine.persist import load_book, table_images
 from engine.sequencer import Sequencer
+from engine.stages import stages as shipped_stages
 from storage import Writer
 
 # --------------------------------------------------------------------------- policy and money
@@ -72,7 +73,7 @@ def policy(tokens: dict[str, dict[str, int]] | None = None, **limits: Any) -> Po
         if key in limits:
             limits[key] = Decimal(str(limits[key]))
     stages = limits.pop("stages", None)
-    return Policy(chains=chains, limits=Limits(**limits), **({"stages": stages} if stages else {}))
+    return Policy(chains=chains, limits=Limits(**limits), stages=stages or shipped_stages())
 
 
 ADDRESS = {"solana": SOLANA_ADDRESS, "base": BASE_ADDRESS}
@@ -170,7 +171,7 @@ def round_trip_entry(order_id: int, chain: str = "base", token: str = "T1", amou
 def is_command(item: Any) -> bool:
     import typing
 
-    from engine import messages
+    from engine.core import messages
 
     return type(item) in typing.get_args(messages.Command)
 

@@ -108,14 +108,14 @@ MUTATIONS = [
     ),
     Mutation(
         "a posting sign: a realized loss is credited to cash",
-        "engine/decider.py",
+        "engine/core/decider.py",
         """        postings.append(Posting(c, "quote", "pnl", "cash", -pnl))""",
         """        postings.append(Posting(c, "quote", "cash", "pnl", -pnl))  # MUTATION""",
         (f"{DECIDER}::test_exit_fill_closes_with_the_right_pnl",),
     ),
     Mutation(
         "the cash check of an entry",
-        "engine/risk.py",
+        "engine/core/risk.py",
         """        if amount > cash:
             raise Denied(f"insufficient cash""",
         """        if False:  # MUTATION
@@ -124,7 +124,7 @@ MUTATIONS = [
     ),
     Mutation(
         "the 'already closing' rule of the one queue",
-        "engine/decider.py",
+        "engine/core/decider.py",
         """    if position.state == "closing":
         return [CloseDenied(cmd.position_id, f"position {cmd.position_id} is already closing", cmd.at)]""",
         """    pass  # MUTATION: a closing position may be closed again""",
@@ -147,14 +147,14 @@ MUTATIONS = [
     ),
     Mutation(
         "a nonce is handed out twice",
-        "engine/decider.py",
+        "engine/core/decider.py",
         """    return max(state.next, state.floor)""",
         """    return max(state.next - 1, state.floor)  # MUTATION""",
         (f"{CONCURRENCY}::test_ten_concurrent_entries_spend_exactly_all_the_cash",),
     ),
     Mutation(
         "re-signing an intent whose bytes are stored (the book)",
-        "engine/decider.py",
+        "engine/core/decider.py",
         """    if order.state != "new":
         if order.tx_id == cmd.tx_id:""",
         """    if order.state not in ("new", "signed"):  # MUTATION
@@ -173,7 +173,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a failure recorded for an order that was never signed",
-        "engine/decider.py",
+        "engine/core/decider.py",
         """def _decide_failure(book: Book, cmd: RecordFailure) -> list:
     order = book.orders.get(cmd.order_id)
     if order is None or order.state not in SENT:""",
@@ -188,7 +188,7 @@ MUTATIONS = [
         """            if order.state in ("signed", "submitted", "unknown"):
                 outcome = await self.driver.advance(order)""",
         """            if order.state == "signed":  # MUTATION: "it was never broadcast", a guess
-                from engine.messages import RecordFailure
+                from engine.core.messages import RecordFailure
                 await self.sequencer.submit(RecordFailure(order.id, "not sent", 0, self.now(), nonce_unused=True))
                 outcome = "failed"
                 resolved.append((order.id, order.intent, order.state, outcome))
@@ -198,7 +198,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a paused book still takes new entries",
-        "engine/risk.py",
+        "engine/core/risk.py",
         """    if state is not TradingState.ACTIVE:
         raise Denied(f"trading is {state.value}: no new entries")""",
         """    if state is TradingState.HALTED:  # MUTATION: reducing lets entries in
@@ -207,7 +207,7 @@ MUTATIONS = [
     ),
     Mutation(
         "reconcile --accept moves the book away from the venue",
-        "engine/decider.py",
+        "engine/core/decider.py",
         """                postings.append(Posting(chain, asset, "deposits", "cash", held - venue))""",
         """                postings.append(Posting(chain, asset, "cash", "deposits", held - venue))  # MUTATION""",
         ("tests/cli/test_operator_paths.py::test_reconcile_accept_takes_the_venues_balance_and_lets_entries_in_again",),

@@ -9,7 +9,6 @@ first, as on any start), settles what it sent, and exits. Obvious mistakes
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
@@ -67,6 +66,8 @@ async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool,
     while waiting, a book left without an owner is taken and every open row decided here; and a
     sender that gives up withdraws its row (a halt excepted: halting is always safe, so it stays
     queued and says so)."""
+    import asyncio
+
     from engine import inbox
     from storage.owner import current_owner
 
@@ -93,6 +94,8 @@ async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool,
 
 async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: BaseException) -> dict:
     """Nothing the sender was told failed may run later: withdraw the row unless an owner took it."""
+    import asyncio
+
     from engine import inbox
 
     why = f"not decided within {timeout:g}s" if isinstance(exc, TimeoutError) else "interrupted"
@@ -126,9 +129,10 @@ async def _decide_here(settings, db: Path, command: str, args: dict | None, post
     every open row, settle what was sent, and let go only when no row is left. Nothing is posted
     if another process owns the book (it will decide)."""
     from engine import inbox
+    from engine.core.operator import STAGE_COMMANDS
     from storage.owner import OwnerBusy
 
-    stage_command = command in inbox.STAGE_COMMANDS
+    stage_command = command in STAGE_COMMANDS
     try:
         owner = await (_own_book(settings) if stage_command else _own_engine(settings))
     except OwnerBusy:  # someone started meanwhile: they decide it
@@ -139,7 +143,7 @@ async def _decide_here(settings, db: Path, command: str, args: dict | None, post
             ident = inbox.post(db, command, args)
             posted.append(ident)
         poller = inbox.InboxPoller(owner)
-        only = inbox.STAGE_COMMANDS if stage_command else None
+        only = STAGE_COMMANDS if stage_command else None
         while await _uninterrupted(poller.drain(only=only)) and not stage_command:
             await owner.settle()  # rows that came while this settled are decided in the next round
     except BaseException:
@@ -154,6 +158,7 @@ async def _uninterrupted(work):
     """Run `work` to its end even if this task is cancelled (Ctrl-C), then let the cancellation
     through: a row this owner took is always answered before it lets go of the book, never left
     taken for a later owner to carry out."""
+    import asyncio
     task = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(task)
@@ -189,6 +194,8 @@ async def _own_engine(settings):
 async def _await_closed(settings, db: Path, policy, ids: list[int], timeout: float) -> list[dict]:
     """Wait until every position is closed, or none is closing any more (its exit gave up), or no
     engine is left to move them, or the time is up."""
+    import asyncio
+
     from engine import views
     from storage.owner import current_owner
 
@@ -255,6 +262,7 @@ def close(
     json_out: bool = JSON,
 ) -> None:
     """Close a position (or --all): sell it through the one queue; exactly once."""
+    import asyncio
     if ident is None and not all_:
         raise Usage("close needs a position ID or --all")
     if ident is not None and all_:
@@ -289,6 +297,7 @@ def close(
 
 def pause(no_wait: bool = NO_WAIT, timeout: float = TIMEOUT, json_out: bool = JSON) -> None:
     """Reduce only: no new entries; exits, monitoring and reconciliation continue."""
+    import asyncio
     settings, db, _policy = context()
     _report(asyncio.run(_dispatch(settings, db, "pause", {}, no_wait, timeout)), json_out)
 
@@ -300,6 +309,7 @@ def resume(
     json_out: bool = JSON,
 ) -> None:
     """Back to active trading (after pause; after halt only with --force)."""
+    import asyncio
     settings, db, _policy = context()
     if force and _tty() and not json_out:
         typed = typer.prompt("leaving a halt re-enables automatic trading; type RESUME to confirm")
@@ -316,6 +326,7 @@ def halt(
     json_out: bool = JSON,
 ) -> None:
     """Emergency stop: no new entries, no automatic exits; only operator closes and settling."""
+    import asyncio
     settings, db, policy = context()
     args = {"close_all": close_all, **({"reason": reason} if reason else {})}
 

@@ -7,7 +7,6 @@ amounts as decimal strings.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import typer
@@ -22,6 +21,8 @@ LIMIT_MAX = 2**63 - 1  # SQLite's largest integer
 
 def status(json_out: bool = JSON) -> None:
     """Mode, stage, trading state and money per chain."""
+    import asyncio
+
     from engine import views
 
     settings, db, policy = context()
@@ -63,6 +64,8 @@ def status(json_out: bool = JSON) -> None:
 def positions(all_: bool = typer.Option(False, "--all", help="Include closed positions."),
               json_out: bool = JSON) -> None:
     """Open (and closing) positions; --all adds closed ones."""
+    import asyncio
+
     from engine import views
 
     _settings, db, policy = context()
@@ -80,6 +83,8 @@ def positions(all_: bool = typer.Option(False, "--all", help="Include closed pos
 
 def reservations(json_out: bool = JSON) -> None:
     """Funds held for orders in flight, with the order that holds them."""
+    import asyncio
+
     from engine import views
 
     _settings, db, policy = context()
@@ -95,6 +100,8 @@ def reservations(json_out: bool = JSON) -> None:
 
 def nonces(json_out: bool = JSON) -> None:
     """EVM nonces: next to hand out, the chain's floor, transactions in flight."""
+    import asyncio
+
     from engine import views
 
     _settings, db, _policy = context()
@@ -112,6 +119,8 @@ def history(limit: int = typer.Option(50, "--limit", help="How many rows, newest
             commands: bool = typer.Option(False, "--commands", help="Operator commands instead of fills."),
             json_out: bool = JSON) -> None:
     """Fills, newest first (--commands: who did what, when, and the result)."""
+    import asyncio
+
     from engine import views
 
     if not 1 <= limit <= LIMIT_MAX:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 from console.commands.common import command_line
@@ -16,6 +14,8 @@ def reconcile_command(
     json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
 ) -> None:
     """Run the reconciliation pass now; --accept records the operator's acceptance of differences."""
+    import asyncio
+
     from engine.settings import load_settings
 
     settings = load_settings()
@@ -40,8 +40,8 @@ def reconcile_command(
 
 async def _reconcile(settings, accept: bool) -> dict:
     from engine import logs
+    from engine.core.messages import AcceptReconciliation
     from engine.kernel import build
-    from engine.messages import AcceptReconciliation
     from storage import ensure_home
     from storage.owner import OwnerBusy
 

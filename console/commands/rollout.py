@@ -10,7 +10,6 @@ again itself before a promotion.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import typer
@@ -32,7 +31,8 @@ def _tty() -> bool:
 
 
 def _measure(audit: bool = True):
-    from engine.rollout import as_json, checklist, evidence_of
+    from engine.core.evidence import checklist
+    from engine.rollout import as_json, evidence_of
     from engine.stages import stage, stored_stage
 
     settings, db, policy = context(book=False)  # a fresh home: the first stage's checklist, nothing done
@@ -120,7 +120,8 @@ def demote(to: str = typer.Option(None, "--to", help="Stage to go back to (defau
            reason: str = typer.Option(None, "--reason", help="Why (kept with the event)."),
            json_out: bool = JSON) -> None:
     """Move back to an earlier stage, at any time (its tighter ceilings apply at once)."""
-    from engine.stages import ORDER, stage, stored_stage
+    from engine.core.stages import ORDER
+    from engine.stages import stage, stored_stage
 
     settings, db, _policy = context()
     current = stage(stored_stage(db) or "paper")
@@ -155,6 +156,8 @@ def attest(item: str = typer.Argument(..., help="The attestation's key, e.g. `lo
 
 
 def _send(settings, db, command: str, args: dict, json_out: bool) -> None:
+    import asyncio
+
     from console.commands.operator import _dispatch, _report
 
     row = asyncio.run(_dispatch(settings, db, command, args, False, 60.0))
@@ -210,9 +213,11 @@ def drill(kind: str = typer.Argument(..., metavar="KIND", help="failure | crash 
     failure: the executor refuses entries after their funds were reserved (all must roll back).
     crash: an engine is killed (SIGKILL) mid-trade; the restart must settle it and audit clean.
     halt: the emergency stop closes every position and refuses entries; trading is then restored."""
+    import asyncio
+
     from engine import drills, logs
+    from engine.core.stages import DRILLS
     from engine.settings import load_settings
-    from engine.stages import DRILLS
     from storage import ensure_home
     from storage.owner import OwnerBusy
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import time
@@ -36,7 +35,7 @@ def _progress(engine, every_s: float = 2.0):
 
 
 def _whole(units: int, decimals: int):
-    from engine.money import from_units
+    from engine.core.money import from_units
 
     return from_units(units, decimals)
 
@@ -48,6 +47,8 @@ def run_command(
     signals: str = typer.Option(None, "--signals", help="Read entries from a JSONL file (- for stdin)."),
 ) -> None:
     """Run the engine headless until Ctrl-C or --duration."""
+    import asyncio
+
     from engine.settings import load_settings
 
     if seed is not None and not -(2**63) <= seed < 2**63:
@@ -61,6 +62,8 @@ def run_command(
 
 
 async def _run(settings, duration, signals) -> None:
+    import asyncio
+
     from console.errors import Failed
     from engine import logs
     from engine.kernel import EngineFailed, build

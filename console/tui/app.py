@@ -40,7 +40,7 @@ from console.tui.header import StatusHeader
 from console.tui.messages import BookChanged, EngineReady, EngineStopped, OperatorResult, TerminalLost
 from console.tui.model import Changes, PositionsModel, header_view, log_line
 from console.tui.panels import EventLog, NoncesPanel, OrdersPanel, PositionsPanel, ReservationsPanel
-from engine.money import from_units
+from engine.core.money import from_units
 
 log = logging.getLogger("botctl.tui")
 
@@ -479,7 +479,7 @@ class BotctlApp(App):
 
     @work(group="operator", exit_on_error=False)
     async def _close(self, pid: int) -> None:
-        from engine.messages import RequestClose
+        from engine.core.messages import RequestClose
 
         engine = self.engine
         position = engine.book.positions.base.get(pid)
@@ -505,7 +505,7 @@ class BotctlApp(App):
         return None
 
     def action_pause(self) -> None:
-        from engine.messages import TradingState
+        from engine.core.messages import TradingState
 
         if self.engine is None:
             return
@@ -521,7 +521,7 @@ class BotctlApp(App):
             self._set_state(TradingState.REDUCING, "operator pause (tui)")
 
     def action_halt(self) -> None:
-        from engine.messages import TradingState
+        from engine.core.messages import TradingState
 
         if self.engine is None:
             return
@@ -536,7 +536,7 @@ class BotctlApp(App):
 
     @work(group="operator", exit_on_error=False)
     async def _set_state(self, state, reason: str, force: bool = False) -> None:
-        from engine.messages import SetTradingState
+        from engine.core.messages import SetTradingState
 
         result = await self._submit(SetTradingState(state, reason, self.engine.now(), by="tui", force=force))
         if result is not None:
@@ -714,7 +714,8 @@ def audit_report(db: Path, policy, _stage: str, _settings) -> tuple[str, Text | 
 
 def rollout_report(db: Path, policy, stage_name: str, settings) -> tuple[str, Text, bool, None]:
     """The checklist as the screen shows it (runs in a thread: it reads and audits)."""
-    from engine.rollout import checklist, evidence_of
+    from engine.core.evidence import checklist
+    from engine.rollout import evidence_of
     current = policy.stages[stage_name]
     ev = evidence_of(db, policy, current.name)
     items = checklist(current, ev, settings.rollout.min_hours, settings.rollout.min_trades)

@@ -15,9 +15,10 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from console.tui.format import age, amount, clock_time, compact_price, money, price, short, signed
-from engine.book import Book, Order, Position, Reservation
-from engine.decider import tripped_breakers
-from engine.messages import (
+from engine.core.book import Book, Order, Position, Reservation
+from engine.core.decider import tripped_breakers
+from engine.core.exits import marked_value
+from engine.core.messages import (
     AttestationRecorded,
     BreakerTripped,
     CloseDenied,
@@ -45,8 +46,7 @@ from engine.messages import (
     TradingState,
     TradingStateChanged,
 )
-from engine.money import from_units
-from engine.monitor import marked_value
+from engine.core.money import from_units
 
 Cell = Any  # str | tuple[str, str]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
-from engine.book import Order
+from engine.core.book import Order
 
 
 class ExecutorError(Exception):

@@ -12,9 +12,9 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from engine.book import Order
+from engine.core.book import Order
+from engine.core.money import bps_of, min_out, quote_for, tokens_for
 from engine.executors.base import Accepted, ExecutorError, Outcome, Quote, Rejected, Signed, Unknown
-from engine.money import bps_of, min_out, quote_for, tokens_for
 from engine.paper.market import rng
 from engine.paper.venue import PaperVenue, VenueRejected, network_fee_cap
 from wallet.paper import tx_id

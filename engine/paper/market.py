@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from decimal import Context, Decimal
 
-from engine.book import ChainPolicy
+from engine.core.book import ChainPolicy
 
 _CTX = Context(prec=18)
 

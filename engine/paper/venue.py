@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from engine.money import bps_of, quote_for, to_units, tokens_for
+from engine.core.money import bps_of, quote_for, to_units, tokens_for
 from engine.paper.market import PaperChain, rng, step_price
 from storage import check_private
 from wallet.paper import PaperSigner, SignatureError, tx_id

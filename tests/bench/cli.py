@@ -1,10 +1,12 @@
 """CLI speed as an operator feels it: wall time of whole `botctl` processes.
 
-Prints the median of several runs of `botctl --help`, `botctl status --json`,
+Prints the median of several runs of `botctl --help` beside a bare `python -c
+"import typer"` measured in the same run (the floor any Typer CLI pays; the
+ratio is what this code adds, and is stable across machines), `botctl status --json`,
 and a `botctl close ID` round trip against a running engine (insert into the
 inbox, nudge, decide, answer, wait for the exit fill), plus the inbox latency
 from insert to decision measured from the database's own timestamps. Targets
-(issue 4): --help < 0.3 s, status < 0.5 s, close round trip < 0.5 s,
+(issues 4, 14): --help < 0.3 s and within 2.5x of the bare typer import, status < 0.5 s, close round trip < 0.5 s,
 insert-to-decide < 100 ms. A script, not a test: it always exits 0.
 """
 
@@ -38,6 +40,12 @@ def botctl(home: Path, *args: str, **extra: str) -> tuple[float, subprocess.Comp
     return time.perf_counter() - start, done
 
 
+def bare_typer() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import typer"], check=True)
+    return time.perf_counter() - start
+
+
 def median_of(runs: int, fn) -> float:
     return statistics.median(fn() for _ in range(runs))
 
@@ -55,6 +63,7 @@ def main() -> None:
     assert first.returncode == 0, first.stderr
 
     help_s = median_of(runs, lambda: botctl(home, "--help")[0])
+    typer_s = median_of(runs, bare_typer)
     status_s = median_of(runs, lambda: botctl(home, "status", "--json")[0])
 
     engine = subprocess.Popen([sys.executable, "-m", "console.cli", "run"],
@@ -81,6 +90,10 @@ def main() -> None:
     lag_ms = statistics.median(lags) if lags else float("nan")
     print(f"{'what':<44}{'median':>10}{'target':>10}")
     print(f"{'botctl --help':<44}{help_s:>9.3f}s{'0.3s':>10}  {verdict(help_s, 0.3)}")
+    ratio = help_s / typer_s
+    floor = '  python -c "import typer" (same run)'
+    print(f"{floor:<44}{typer_s:>9.3f}s")
+    print(f"{'  --help / bare typer import':<44}{ratio:>9.2f}x{'2.5x':>10}  {verdict(ratio, 2.5)}")
     print(f"{'botctl status --json':<44}{status_s:>9.3f}s{'0.5s':>10}  {verdict(status_s, 0.5)}")
     print(f"{'botctl close ID (round trip, incl. exit fill)':<44}{close_s:>9.3f}s{'0.5s':>10}  "
           f"{verdict(close_s, 0.5)}  ({len(closes)} closes)")

@@ -60,8 +60,8 @@ from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import engine.kernel as kernel  # noqa: E402
+from engine.core.messages import MarkPrices, PricesMarked, ReserveEntry  # noqa: E402
 from engine.executors.paper import Faults  # noqa: E402
-from engine.messages import MarkPrices, PricesMarked, ReserveEntry  # noqa: E402
 from engine.paper.market import BASE, SOLANA, PaperChain, PaperToken, _address  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.stages import unbounded  # noqa: E402

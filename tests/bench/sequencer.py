@@ -28,8 +28,8 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from engine.book import Book, ChainPolicy, Limits, Policy
-from engine.messages import (
+from engine.core.book import Book, ChainPolicy, Limits, Policy
+from engine.core.messages import (
     CloseRequested,
     Deposit,
     EntryReserved,

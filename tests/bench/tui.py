@@ -53,7 +53,7 @@ sys.path.insert(0, str(HERE))
 import recovery  # noqa: E402  (the state builders)
 
 import engine.kernel as kernel  # noqa: E402
-from engine.messages import MarkPrices, PricesMarked  # noqa: E402
+from engine.core.messages import MarkPrices, PricesMarked  # noqa: E402
 
 TARGET_MS = 100.0
 TOKENS_PER_EVENT = 4
@@ -92,7 +92,7 @@ async def measure(engine, seconds: float, rate: float, ticks_per_s: float) -> di
     from textual import events
 
     from console.tui.app import BotctlApp
-    from engine.messages import TradingState
+    from engine.core.messages import TradingState
 
     app = BotctlApp(engine=engine, run_engine=False)
     book = engine.book
@@ -248,7 +248,7 @@ async def measure(engine, seconds: float, rate: float, ticks_per_s: float) -> di
         cpu = time.process_time() - cpu0
         missed = sum(len(v) for v in pending.values())
         if book.trading_state is not TradingState.ACTIVE:
-            await engine.sequencer.submit(__import__("engine.messages", fromlist=["SetTradingState"]).SetTradingState(
+            await engine.sequencer.submit(__import__("engine.core.messages", fromlist=["SetTradingState"]).SetTradingState(
                 TradingState.ACTIVE, "bench", engine.now()))
     return {"event_ms": event_ms, "key_ms": key_ms, "loop_lag": loop_lag, "elapsed": elapsed, "cpu": cpu,
             "unshown": missed, **counts}

@@ -215,10 +215,10 @@ def put_book_in_stage(home, name: str) -> None:
     do not exist yet): the promotion path itself is tested above with real evidence."""
     import asyncio
 
+    from engine.core.messages import ChangeStage
+    from engine.core.stages import ORDER
     from engine.kernel import open_book
-    from engine.messages import ChangeStage
     from engine.settings import load_settings
-    from engine.stages import ORDER
 
     async def go():
         owner = await open_book(load_settings(home=home, profile="paper"), "test")

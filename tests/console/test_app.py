@@ -11,7 +11,7 @@ from console.tui.app import BotctlApp
 from console.tui.dialogs import ConfirmClose, InfoScreen, QuitDialog, TypeToConfirm
 from console.tui.messages import OperatorResult
 from console.tui.model import nonce_accounts
-from engine.messages import EntryReserved, RequestClose, TradingState
+from engine.core.messages import EntryReserved, RequestClose, TradingState
 
 SIZE = (120, 40)
 
@@ -324,7 +324,7 @@ async def test_a_stage_change_from_another_terminal_shows_in_the_header_and_the_
         await engine.inbox.drain()
         await app.sync()
         assert any("attested for paper by ann@desk pid 1: logs" in line for line in app.events.lines), app.events.lines[-5:]
-        from engine.messages import ChangeStage
+        from engine.core.messages import ChangeStage
 
         await engine.sequencer.submit(ChangeStage("testnet", "paper", (), "{}", "test", engine.now()))
         await app.sync()

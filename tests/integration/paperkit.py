@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from engine.audit import audit
+from engine.core.reconcile import differences
 from engine.kernel import build, policy_for
-from engine.reconcile import differences
 from engine.settings import load_settings
 
 

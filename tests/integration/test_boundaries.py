@@ -26,3 +26,24 @@ def test_core_packages_load_without_console_libraries():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_the_core_contract_names_every_shell_module():
+    """A new engine module outside engine.core is shell until proven pure: the contract must forbid it."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    contract = next(c for c in config["tool"]["importlinter"]["contracts"] if c.get("source_modules") == ["engine.core"])
+    forbidden = set(contract["forbidden_modules"])
+    shell = {f"engine.{p.stem}" for p in (ROOT / "engine").iterdir()
+             if p.name != "core" and p.name != "__init__.py" and (p.suffix == ".py" or (p / "__init__.py").exists())}
+    assert shell, "no engine modules found"
+    assert shell - forbidden == set(), "engine modules the core contract does not forbid"
+
+
+def test_no_import_circle_through_the_core():
+    """The decider once imported the inbox, which imported the rollout, the audit and the decider again."""
+    code = ("import sys\nimport engine.core.decider\n"
+            "print(sorted(m for m in sys.modules if m.startswith('engine.') and not m.startswith('engine.core')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

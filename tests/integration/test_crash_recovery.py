@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.core.reconcile import differences
 from engine.kernel import CRASH_POINTS, policy_for
 from engine.paper.market import CHAINS
 from engine.persist import load_book
-from engine.reconcile import differences
 from engine.settings import load_settings
 
 pytestmark = pytest.mark.slow

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from engine.core.messages import ChangeStage, EntryReserved, ReserveEntry
+from engine.core.money import to_units
+from engine.core.stages import ORDER
 from engine.kernel import build, open_book
-from engine.messages import ChangeStage, EntryReserved, ReserveEntry
-from engine.money import to_units
 from engine.settings import load_settings
-from engine.stages import ORDER
 
 
 async def put_in_stage(home, name: str) -> None:
@@ -60,6 +60,7 @@ async def test_the_engine_in_soft_launch_refuses_six_dollars_and_an_evm_entry(tm
 async def test_the_owner_measures_promotion_evidence_itself_and_a_demotion_never_goes_forward(tmp_path):
     """Rows posted straight to the inbox (no CLI pre-check): the owner decides on what it measures."""
     from engine import inbox
+    from engine.core.operator import STAGE_COMMANDS
 
     home = tmp_path / "home"
     engine = await build(load_settings(home=home, paper={"speed": 0, "seed": 1}))
@@ -71,7 +72,7 @@ async def test_the_owner_measures_promotion_evidence_itself_and_a_demotion_never
     forward = inbox.post(db, "demote", {"from": "paper", "to": "testnet"})
     owner = await open_book(load_settings(home=home), "test")
     try:
-        assert await inbox.InboxPoller(owner).drain(only=inbox.STAGE_COMMANDS) == 2
+        assert await inbox.InboxPoller(owner).drain(only=STAGE_COMMANDS) == 2
         assert owner.book.meta.get("stage") == "paper"
     finally:
         await owner.close()

@@ -65,7 +65,7 @@ async def test_disk_io_error_mid_run_stops_cleanly_and_loses_nothing(tmp_path):
 
 
 async def test_unexplained_difference_blocks_entries_until_accepted(tmp_path):
-    from engine.messages import AcceptReconciliation, ReserveEntry
+    from engine.core.messages import AcceptReconciliation, ReserveEntry
 
     settings = load_settings(home=tmp_path / "home", paper={"speed": 0, "seed": 3})
     engine = await build(settings)

@@ -13,7 +13,7 @@ import pytest
 
 from console.output import jsonable, plain
 from engine import views
-from engine.money import from_units
+from engine.core.money import from_units
 
 from builders import NOW, broadcast, close, fill, policy, sign, usd
 
@@ -95,7 +95,7 @@ async def test_status_shows_the_book_exactly(make_engine):
     (str(2**256 - 1), 0, 2**256 - 1),
 ])
 def test_whole_units_become_base_units_exactly(text, decimals, units):
-    from engine.money import to_units
+    from engine.core.money import to_units
 
     assert to_units(text, decimals) == units
     assert to_units(Decimal(text), decimals) == units
@@ -103,7 +103,7 @@ def test_whole_units_become_base_units_exactly(text, decimals, units):
 
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "1e999999"])
 def test_what_is_no_amount_is_refused_not_computed(bad):
-    from engine.money import to_units
+    from engine.core.money import to_units
 
     with pytest.raises(ValueError):
         to_units(bad, 6)

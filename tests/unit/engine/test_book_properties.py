@@ -27,8 +27,8 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from engine.book import NonceState
-from engine.messages import CloseRequested, EntryReserved, OrderFilled, PositionClosed, TradingState
+from engine.core.book import NonceState
+from engine.core.messages import CloseRequested, EntryReserved, OrderFilled, PositionClosed, TradingState
 
 from builders import (
     ADDRESS,
@@ -178,8 +178,9 @@ class BookMachine(RuleBasedStateMachine):
 
     def world_stage(self, data):
         """Promotions (with or without evidence) and demotions, in any direction asked."""
-        from engine.messages import ChangeStage
-        from engine.stages import ORDER, stage
+        from engine.core.messages import ChangeStage
+        from engine.core.stages import ORDER
+        from engine.stages import stage
 
         current = self.book.meta.get("stage")
         target = data.draw(st.sampled_from(ORDER), label="stage")

@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 import threading
 
-from engine.messages import EntryReserved, OrderFilled, PositionOpened
+from engine.core.messages import EntryReserved, OrderFilled, PositionOpened
 
 from builders import broadcast, close, failure, fill, policy, quote, reserve, sign, unknown, usd
 

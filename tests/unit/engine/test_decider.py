@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from engine.decider import decide
-from engine.messages import (
+from engine.core.decider import decide
+from engine.core.messages import (
     CloseDenied,
     CloseRequested,
     CommandRejected,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from engine import logs
-from engine.decider import apply, decide
+from engine.core.decider import apply, decide
+from engine.core.messages import Beat, FromInbox, SetTradingState, StartRun, TradingState
 from engine.eventlog import EventLog
-from engine.messages import Beat, FromInbox, SetTradingState, StartRun, TradingState
 from engine.settings import SettingsError
 
 from builders import NOW, broadcast, close, failure, fill, funded, given, marks, policy, reserve, sign, unknown, usd

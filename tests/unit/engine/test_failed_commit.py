@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from engine.messages import EntryReserved, RecordSubmission
+from engine.core.messages import EntryReserved, RecordSubmission
 
 from builders import (
     BASE_ADDRESS,

@@ -6,7 +6,7 @@ import json
 from types import SimpleNamespace
 
 from engine import inbox
-from engine.messages import TradingState
+from engine.core.messages import TradingState
 
 
 def _owner(h, tmp_path):

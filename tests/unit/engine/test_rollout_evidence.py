@@ -7,9 +7,10 @@ from __future__ import annotations
 import sqlite3
 from decimal import Decimal
 
-from engine.messages import DrillRecorded, Heartbeat, PositionClosed, Reconciled, RunStarted, StageChanged
+from engine.core.evidence import checklist
+from engine.core.messages import DrillRecorded, Heartbeat, PositionClosed, Reconciled, RunStarted, StageChanged
 from engine.persist import encode_event
-from engine.rollout import checklist, measure
+from engine.rollout import measure
 from engine.stages import stage
 from storage.db import migrate
 

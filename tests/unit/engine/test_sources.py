@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from engine.decider import decide
-from engine.messages import EntryDenied
-from engine.money import parse_amount
+from engine.core.decider import decide
+from engine.core.messages import EntryDenied
+from engine.core.money import parse_amount
 from engine.paper.market import CHAINS
 from engine.sources import AFTER_TAKEN, MAX_LINE_BYTES, OVERLONG, JsonlSource, Lines
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from engine.messages import (
+from engine.core.messages import (
     AttestationRecorded,
     ChangeStage,
     CommandRejected,
@@ -17,8 +17,9 @@ from engine.messages import (
     RecordAttestation,
     StageChanged,
 )
+from engine.core.stages import ORDER
 from engine.settings import SettingsError, load_settings
-from engine.stages import ORDER, stage, stages
+from engine.stages import stage, stages
 
 from builders import funded, given, reserve, then_apply, usd, when
 
@@ -47,12 +48,13 @@ def test_profiles_carry_the_fix_lists_figures():
 def test_every_profiles_defaults_fit_its_own_ceiling(clean_env):
     import tomllib
 
+    from engine.core.stages import breaches
     from engine.settings import Settings
-    from engine.stages import breaches, profile_file
+    from engine.stages import profile_file
 
     for name in ORDER:
         data = {k: v for k, v in tomllib.loads(profile_file(name).read_text()).items() if k != "stage"}
-        assert breaches(Settings(**data), stage(name).ceiling, name) == [], name
+        assert breaches(Settings(**data), stage(name)) == [], name
 
 
 # --------------------------------------------------------------------------- ceilings refuse looser settings
@@ -174,7 +176,7 @@ def test_a_stage_that_does_not_allow_live_funds_refuses_a_live_policy():
     from builders import policy
 
     live = policy()
-    live = type(live)(live.chains, live.limits, live=True)
+    live = type(live)(live.chains, live.limits, live=True, stages=live.stages)
     book = at_stage("testnet", pol=live)
     denied = when(book, reserve("solana", "T1", usd(5)))
     assert isinstance(denied[0], EntryDenied) and denied[0].reason == "stage testnet does not allow live funds"

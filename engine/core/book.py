@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, Iterator
 
-from engine.messages import TradingState
-from engine.stages import Stage
-from engine.stages import stages as shipped_stages
+from engine.core.messages import TradingState
+from engine.core.stages import Stage
 
 # --------------------------------------------------------------------------- entities
 
@@ -155,7 +154,7 @@ class Policy:
     chains: dict[str, ChainPolicy] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     live: bool = False  # executors that move real funds (never in paper mode)
-    stages: dict[str, Stage] = field(default_factory=shipped_stages)  # each stage's ceiling and criteria
+    stages: dict[str, Stage] = field(default_factory=dict)  # each stage's ceiling and criteria (engine/stages.py)
 
 
 # --------------------------------------------------------------------------- tables

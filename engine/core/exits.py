@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.book import Book, Position
-from engine.money import quote_for
+from engine.core.book import Book, Position
+from engine.core.money import quote_for
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ import dataclasses
 import json
 from decimal import Decimal
 
-from engine.book import Book, Fill, NonceState, Order, Position, Reservation, rejected_at_key, rejections_key
-from engine.messages import (
+from engine.core.book import Book, Fill, NonceState, Order, Position, Reservation, rejected_at_key, rejections_key
+from engine.core.messages import (
     AbandonOrder,
     AcceptReconciliation,
     AnswerInbox,
@@ -74,8 +74,9 @@ from engine.messages import (
     TradingState,
     TradingStateChanged,
 )
-from engine.money import price_of
-from engine.risk import Denied, check_entry
+from engine.core.money import price_of
+from engine.core.operator import outcome, row_state
+from engine.core.risk import Denied, check_entry
 
 ASSETS = ("quote", "native")
 ACCOUNTS = ("cash", "reserved", "positions", "fees", "pnl", "deposits")
@@ -392,8 +393,6 @@ def _decide_state(book: Book, cmd: SetTradingState) -> list:
 
 
 def _decide_from_inbox(book: Book, cmd: FromInbox) -> list:
-    from engine.inbox import outcome, row_state
-
     events = decide(book, cmd.command)
     if not cmd.last:
         return events
@@ -432,7 +431,7 @@ def _decide_accept(book: Book, cmd: AcceptReconciliation) -> list:
 
 
 def _decide_stage(book: Book, cmd: ChangeStage) -> list:
-    from engine.stages import ORDER
+    from engine.core.stages import ORDER
 
     current = book.meta.get("stage")
     if cmd.previous != current:
@@ -468,7 +467,7 @@ def _decide_attestation(book: Book, cmd: RecordAttestation) -> list:
 
 
 def _decide_drill(book: Book, cmd: RecordDrill) -> list:
-    from engine.stages import DRILLS
+    from engine.core.stages import DRILLS
 
     if cmd.kind not in DRILLS:
         return _reject(cmd, f"unknown drill {cmd.kind!r}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from engine.book import Book, rejected_at_key, rejections_key
-from engine.messages import ReserveEntry, TradingState
-from engine.money import from_units, to_units
+from engine.core.book import Book, rejected_at_key, rejections_key
+from engine.core.messages import ReserveEntry, TradingState
+from engine.core.money import from_units, to_units
 
 
 class Denied(Exception):

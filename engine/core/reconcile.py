@@ -10,7 +10,7 @@ it; exits keep running.
 
 from __future__ import annotations
 
-from engine.book import Book
+from engine.core.book import Book
 
 
 def expected_holdings(book: Book, chain: str) -> dict[str, int]:

@@ -38,7 +38,7 @@ from engine.core.messages import (
     TradingState,
 )
 from engine.core.money import from_units, to_units
-from engine.executors.base import Rejected
+from engine.venues.port import Rejected
 
 CHILD_TIMEOUT_S = 60
 

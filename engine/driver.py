@@ -25,8 +25,8 @@ from typing import Callable
 
 from engine.core.book import Order
 from engine.core.messages import AbandonOrder, MarkBroadcast, RecordFailure, RecordFill, RecordSubmission, RecordUnknown
-from engine.executors.base import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
 from engine.sequencer import Sequencer
+from engine.venues.port import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
 
 log = logging.getLogger("botctl.driver")
 
@@ -68,6 +68,8 @@ class OrderDriver:
             try:
                 if order.intent == "noop":
                     quote, signed = Quote(0, 0, Decimal(0)), await executor.sign_noop(order)
+                elif order.intent == "approve":
+                    quote, signed = Quote(order.amount_in, 0, Decimal(0)), await executor.sign_approve(order)
                 else:
                     quote = await executor.quote(order)
                     signed = await executor.sign(order, quote, self.slippage_bps)

@@ -145,6 +145,8 @@ class EventLog:
                 self.orders[event.order_id] = _Order("exit", position.chain, position.token, event.position_id)
         elif kind is m.NoopRequested:
             self.orders[event.order_id] = _Order("noop", event.chain, "", None)
+        elif kind is m.ApprovalRequested:
+            self.orders[event.order_id] = _Order("approve", event.chain, event.asset, None)
         elif kind is m.OrderSigned:
             order = self.orders.get(event.order_id)
             if order is not None:
@@ -214,8 +216,9 @@ class EventLog:
     def _filled(self, e: m.OrderFilled) -> None:
         if self.info:
             ids, order = self._order_ids(e.order_id)
-            if order is not None and order.intent == "noop":
-                self._emit(INFO, "OrderFilled", f"order {e.order_id}: no-op landed, its nonce is used (network fee "
+            if order is not None and order.intent in ("noop", "approve"):
+                what = "no-op landed, its nonce is used" if order.intent == "noop" else "approval landed"
+                self._emit(INFO, "OrderFilled", f"order {e.order_id}: {what} (network fee "
                            f"{self._native(ids.get('chain'), e.network_fee)} native)", ids)
             else:
                 chain, token = ids.get("chain"), ids.get("token")
@@ -259,6 +262,13 @@ class EventLog:
             ids, _ = self._order_ids(e.order_id)
             self._emit(INFO, "NoopRequested", f"order {e.order_id}: a no-op at nonce {e.nonce} on {e.chain} fills the "
                        f"nonce order {e.replaces} left unused", ids)
+
+    def _approval(self, e: m.ApprovalRequested) -> None:
+        self._forget(e)
+        if self.info:
+            ids, _ = self._order_ids(e.order_id)
+            self._emit(INFO, "ApprovalRequested", f"order {e.order_id}: approve the router for {e.amount} base units "
+                       f"of {e.asset} at nonce {e.nonce} on {e.chain}, for order {e.for_order}", ids)
 
     def _opened(self, e: m.PositionOpened) -> None:
         self._forget(e)
@@ -405,6 +415,7 @@ _HANDLERS = {
     m.OrderOutcomeUnknown: EventLog._unknown,
     m.OrderAbandoned: EventLog._abandoned,
     m.NoopRequested: EventLog._noop,
+    m.ApprovalRequested: EventLog._approval,
     m.PositionOpened: EventLog._opened,
     m.PositionClosed: EventLog._closed,
     m.PricesMarked: EventLog._marked,

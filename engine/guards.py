@@ -190,7 +190,7 @@ async def check_live(settings) -> None:
 
 async def live_mode(settings) -> None:
     """The guards, then the executors. The live EVM and Solana executors come next (through
-    engine/executors/base.py); until they land, a live start that passes every guard stops here."""
+    engine/venues/port.py); until they land, a live start that passes every guard stops here."""
     from engine.settings import SettingsError
 
     await check_live(settings)

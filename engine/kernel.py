@@ -33,14 +33,12 @@ from engine.core.messages import (
     ReserveEntry,
 )
 from engine.driver import OrderDriver
-from engine.executors.paper import Faults, PaperExecutor, VenueLink
-from engine.paper.market import CHAINS
-from engine.paper.venue import PaperVenue, VenueMismatch, VenueParams
 from engine.persist import load_book
 from engine.sequencer import Sequencer
 from engine.settings import Settings, SettingsError
-from engine.sources import JsonlSource, SimulatedSource
+from engine.sources import JsonlSource
 from engine.stages import stages as shipped_stages
+from engine.venues.port import VenueError, World
 from storage import Writer, ensure_home
 from storage.owner import Ownership, acquire
 
@@ -48,7 +46,6 @@ log = logging.getLogger("botctl.kernel")
 
 DB_NAME = "botctl.db"
 HEARTBEAT_MS = 60_000
-VENUE_NAME = "paper-venue.db"
 
 
 class EngineFailed(Exception):
@@ -88,7 +85,9 @@ def _driver_point(point: str) -> None:
 
 
 def policy_for(settings: Settings, market: dict | None = None, stages: dict | None = None) -> Policy:
-    chains = {name: chain.policy() for name, chain in (market or CHAINS).items()}
+    from engine.venues.choose import market_for
+
+    chains = {name: chain.policy() for name, chain in (market or market_for(settings)).items()}
     limits = Limits(
         max_position=settings.max_position_usd,
         default_position=min(settings.default_position_usd, settings.max_position_usd),
@@ -128,18 +127,18 @@ class Stats:
 
 
 class Engine:
-    def __init__(self, settings: Settings, writer: Writer, sequencer: Sequencer, link: VenueLink,
-                 executors: dict[str, PaperExecutor], source, ownership: Ownership | None = None):
+    def __init__(self, settings: Settings, writer: Writer, sequencer: Sequencer, world: World, source,
+                 ownership: Ownership | None = None):
         self.settings = settings
         self.ownership = ownership
         self.writer = writer
         self.sequencer = sequencer
-        self.link = link
-        self.venue: PaperVenue = link.venue
-        self.executors = executors
+        self.world = world
+        self.ports = world.ports
+        self.executors = {name: port.executor for name, port in sorted(world.ports.items())}
         self.source = source
         self.rules = ExitRules(settings.stop_loss_bps, settings.take_profit_bps, settings.max_hold_s * 1000)
-        self.driver = OrderDriver(sequencer, executors, settings.max_slippage_bps, self.now, _driver_point)
+        self.driver = OrderDriver(sequencer, self.executors, settings.max_slippage_bps, self.now, _driver_point)
         self.stats = Stats()
         self.automatic = True  # False: a one-off owner settles what is in flight, decides nothing itself
         self.inbox = None
@@ -154,14 +153,14 @@ class Engine:
         return self.sequencer.book
 
     def now(self) -> int:
-        return self.venue.now_ms()
+        return self.world.now_ms()
 
     async def fund(self) -> None:
-        """Mirror the venue's genesis deposits into the book, once (refs are taken once)."""
-        for (chain, asset), amount in sorted((await self.link.call(self.venue.genesis_deposits)).items()):
-            ref = f"genesis:{chain}:{asset}"
-            if ref not in self.book.deposits:
-                await self.sequencer.submit(Deposit(chain, asset, amount, ref, self.now()))
+        """Deposit what the world says we start with into the book, once (refs are taken once)."""
+        for opening in await self.world.openings():
+            if opening.ref not in self.book.deposits:
+                await self.sequencer.submit(Deposit(opening.chain, opening.asset, opening.amount, opening.ref,
+                                                    self.now()))
 
     async def reconcile(self, by: str = "engine") -> "Reconciliation":
         """Settle every order the book is unsure of from the venue, then compare balances."""
@@ -173,7 +172,7 @@ class Engine:
             if order.state in ("signed", "submitted", "unknown"):
                 outcome = await self.driver.advance(order)
                 resolved.append((order.id, order.intent, order.state, outcome))
-        venue = {chain: await self.link.call(self.venue.balances, chain) for chain in sorted(self.executors)}
+        venue = {chain: await port.balances() for chain, port in sorted(self.ports.items())}
         found = differences(self.book, venue)
         await self.sequencer.submit(RecordReconciliation(found, len(resolved), self.now(), by))
         return Reconciliation(resolved, found)
@@ -195,12 +194,12 @@ class Engine:
             await self.sequencer.submit(Beat(self.run_id, now))
 
     async def tick(self) -> None:
-        height = await self.link.call(self.venue.advance)
+        height = await self.world.step()
         now = self.now()
         submit = self.sequencer.submit
         await self._beat(now)
-        for chain in sorted(self.executors):
-            prices = await self.link.call(self.venue.prices, chain)
+        for chain, port in sorted(self.ports.items()):
+            prices = await port.marks(sorted({p.token for p in self.book.open_positions() if p.chain == chain}))
             await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
         await self.driver.advance_all()
         if not self.automatic:
@@ -275,7 +274,7 @@ class Engine:
                 await self.inbox.stop()
             await self.sequencer.stop()
             await self.writer.close()
-            await self.link.close()
+            await self.world.close()
         finally:
             if self.ownership is not None:
                 self.ownership.release()
@@ -296,7 +295,9 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         from engine.guards import live_mode
 
         await live_mode(settings)  # raises SettingsError with the first reason it cannot start
-    market = market or CHAINS
+    from engine.venues.choose import market_for, open_world, own_opportunities
+
+    market = market or market_for(settings)
     policy = policy_for(settings, market, stages)
     source = JsonlSource(signals, market) if signals else None  # a bad path fails before anything is taken
     try:
@@ -310,13 +311,9 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
             check_settings(settings, book.meta.get("stage"), policy.stages)  # under the lock: the stage is still
         except StageError as exc:
             raise SettingsError(str(exc)) from None
-        p = settings.paper
-        venue = PaperVenue(home / VENUE_NAME, market, VenueParams(
-            p.seed, p.fee_bps, p.volatility_bps, p.slippage_noise_bps, p.latency_blocks, p.deposit_usd,
-            p.native_deposit, must_exist=any(ref.startswith("genesis:") for ref, _ in book.deposits.items())))
-        try:
-            link = await VenueLink(venue).open()
-        except VenueMismatch as exc:
+        try:  # a book that has recorded its opening funds has met its world: it must still be there
+            world = await open_world(settings, home, market, must_exist=any(True for _ in book.deposits.items()))
+        except VenueError as exc:
             raise SettingsError(str(exc)) from None
     except BaseException:
         await writer.close()
@@ -324,14 +321,12 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         if source is not None:
             source.close()
         raise
-    faults = Faults(p.fail_rate_bps, p.unknown_rate_bps, p.expiry_blocks)
-    executors = {name: PaperExecutor(link, name, faults) for name in market}
-    source = source or SimulatedSource(venue.seed, market, p.opportunity_rate_bps)
+    source = source or own_opportunities(settings, world, market)
     if os.environ.get("BOTCTL_CRASH_AT") == "mid_group_commit":
         writer.before_commit = lambda _conn: crash_point("mid_group_commit")
     sequencer = Sequencer(book, writer).start()
     eventlog.subscribe(sequencer, settings)  # before the first command: every committed event is logged
-    engine = Engine(settings, writer, sequencer, link, executors, source, ownership)
+    engine = Engine(settings, writer, sequencer, world, source, ownership)
     try:
         await engine.fund()
         engine.last_reconciliation = await engine.reconcile()  # before any new entry
@@ -354,14 +349,15 @@ class BookOwner:
         self.sequencer = sequencer
         self.ownership = ownership
         self.executors: dict = {}
-        self._venue = os.path.join(settings.home, VENUE_NAME)
 
     @property
     def book(self):
         return self.sequencer.book
 
     def now(self) -> int:
-        stored = PaperVenue.stored_now_ms(self._venue)
+        from engine.venues.choose import stored_now_ms
+
+        stored = stored_now_ms(self.settings)
         return stored if stored is not None else int(time.time() * 1000)
 
     async def close(self) -> None:

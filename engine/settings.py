@@ -28,7 +28,8 @@ PROFILES = ("paper", "testnet", "soft-launch", "scale-up")
 PREFIX = "BOTCTL_"
 DOTENV = ".env"
 CONFIG_NAME = "config.toml"
-# Files of a home that command the bot when written (engine/kernel.py's DB_NAME and VENUE_NAME).
+# Files of a home that command the bot when written (engine/kernel.py's DB_NAME,
+# engine/venues/paper/world.py's VENUE_NAME).
 HOME_FILES = (CONFIG_NAME, "botctl.db", "paper-venue.db", "botctl.lock", "logs")
 # Every BOTCTL_ variable botctl reads that is no setting, and where it may be given. Any other
 # BOTCTL_ name in the environment or .env must be a setting, or botctl refuses to start: a typo
@@ -108,7 +109,7 @@ class PaperSettings(BaseModel):
         """A deposit below one base unit would fund the venue with 0 (amounts round down): every
         entry would then be denied while the run reports nothing wrong."""
         from engine.core.money import to_units
-        from engine.paper.market import CHAINS
+        from engine.venues.paper.market import CHAINS
 
         for chain in CHAINS.values():
             decimals = chain.quote_decimals if info.field_name == "deposit_usd" else chain.native_decimals

@@ -26,7 +26,7 @@ from decimal import Decimal
 from itertools import accumulate
 
 from engine.core.money import PLAIN_DECIMAL, parse_amount
-from engine.paper.market import PaperChain, rng
+from engine.venues.port import Market
 
 log = logging.getLogger("botctl.signals")
 
@@ -50,21 +50,6 @@ class Opportunity:
     chain: str
     token: str
     amount: int | None  # quote base units, None: let the risk rules size it
-
-
-class SimulatedSource:
-    def __init__(self, seed: int, chains: dict[str, PaperChain], rate_bps: int):
-        self.seed = seed
-        self.chains = chains
-        self.rate_bps = rate_bps
-        self._pairs = [(c.name, t.symbol) for c in chains.values() for t in c.tokens]
-
-    def poll(self, height: int, now_ms: int) -> list[Opportunity]:
-        draw = rng(self.seed, "opportunity", height)
-        if not self._pairs or draw.randrange(10_000) >= self.rate_bps:
-            return []
-        chain, token = draw.choice(self._pairs)
-        return [Opportunity(f"sim-{self.seed}-{height}", chain, token, None)]
 
 
 class SignalError(ValueError):
@@ -178,7 +163,7 @@ def _expires_ms(at: object, ttl: object) -> int:
     return (when - _EPOCH) // _MS + int(seconds * 1000)
 
 
-def parse_signal(line: bytes | str, number: int, chains: dict[str, PaperChain], now_ms: int) -> Opportunity | None:
+def parse_signal(line: bytes | str, number: int, chains: dict[str, Market], now_ms: int) -> Opportunity | None:
     """One JSONL line -> an opportunity; None for a stale signal; SignalError for a bad one."""
     text = _decode(line).strip()
     if number == 1:
@@ -202,7 +187,7 @@ def parse_signal(line: bytes | str, number: int, chains: dict[str, PaperChain], 
     return Opportunity(ident, chain_name, symbol, amount)
 
 
-def take_line(line: bytes | str, number: int, chains: dict[str, PaperChain], now_ms: int) -> Opportunity | None:
+def take_line(line: bytes | str, number: int, chains: dict[str, Market], now_ms: int) -> Opportunity | None:
     """`parse_signal` inside the one guard: whatever a line holds, the worst it does is SignalError."""
     try:
         return parse_signal(line, number, chains, now_ms)
@@ -504,7 +489,7 @@ def _reader_for(path: str) -> _File | _Stream:
 class JsonlSource:
     """Signals from a file followed as it grows and is rotated (or stdin, `-`); each line read once per run."""
 
-    def __init__(self, path: str, chains: dict[str, PaperChain]):
+    def __init__(self, path: str, chains: dict[str, Market]):
         self.path = path
         self.chains = chains
         self._reader = _Stream() if path == "-" else _reader_for(path)

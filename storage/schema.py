@@ -168,6 +168,54 @@ MIGRATIONS: list[str] = [
     ALTER TABLE inbox_v3 RENAME TO inbox;
     CREATE INDEX inbox_open ON inbox (state) WHERE state = 'pending' OR state = 'taken';
     """,
+    # 4: an ERC20 approve is an order of its own (its nonce sequenced, its bytes written ahead,
+    # its gas reserved and posted) before the swap that spends the allowance
+    """
+    CREATE TABLE reservations_v4 (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind = 'entry' OR kind = 'exit' OR kind = 'noop' OR kind = 'approve'),
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        fee_amount TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state = 'held' OR state = 'posted' OR state = 'voided'),
+        order_id INTEGER NOT NULL,
+        position_id INTEGER,
+        created_at INTEGER NOT NULL,
+        settled_at INTEGER
+    ) STRICT;
+    INSERT INTO reservations_v4 SELECT * FROM reservations;
+    DROP TABLE reservations;
+    ALTER TABLE reservations_v4 RENAME TO reservations;
+    CREATE UNIQUE INDEX reservations_one_held_entry_per_token ON reservations (chain, token)
+        WHERE state = 'held' AND kind = 'entry';
+    CREATE INDEX reservations_held ON reservations (state) WHERE state = 'held';
+    CREATE TABLE orders_v4 (
+        id INTEGER PRIMARY KEY,
+        intent TEXT NOT NULL CHECK (intent = 'entry' OR intent = 'exit' OR intent = 'noop' OR intent = 'approve'),
+        chain TEXT NOT NULL,
+        token TEXT NOT NULL,
+        reservation_id INTEGER NOT NULL,
+        position_id INTEGER,
+        state TEXT NOT NULL CHECK (state = 'new' OR state = 'signed' OR state = 'submitted' OR state = 'unknown'
+                                   OR state = 'filled' OR state = 'failed' OR state = 'abandoned'),
+        amount_in TEXT NOT NULL,
+        nonce INTEGER,
+        address TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        tx_id TEXT,
+        raw BLOB,
+        expiry INTEGER,
+        quoted_out TEXT,
+        min_out TEXT,
+        reason TEXT
+    ) STRICT;
+    INSERT INTO orders_v4 SELECT * FROM orders;
+    DROP TABLE orders;
+    ALTER TABLE orders_v4 RENAME TO orders;
+    CREATE INDEX orders_state ON orders (state);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

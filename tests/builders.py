@@ -56,18 +56,21 @@ def usd(x: int | str | Decimal) -> int:
     return int(units)
 
 
-def policy(tokens: dict[str, dict[str, int]] | None = None, **limits: Any) -> Policy:
+def policy(tokens: dict[str, dict[str, int]] | None = None, approvals: bool = False, quote_native: bool = False,
+           **limits: Any) -> Policy:
     """Two chains (solana, base) and the default Limits, overridable by keyword.
 
     The book's stage (paper) bounds these too; `stages=unbounded()` (engine.stages) lifts that
     for a test whose scenario is beyond the paper stage (e.g. 30 open positions).
 
-    `tokens={"base": {"T1": 18}}` puts an allow-list on a chain.
+    `tokens={"base": {"T1": 18}}` puts an allow-list on a chain. `approvals` makes base a live EVM
+    router chain (an approve before each ERC20 spend), `quote_native` its quote the chain's coin.
     """
     tokens = tokens or {}
     chains = {
         "solana": ChainPolicy("solana", "solana", SOLANA_ADDRESS, 6, 9, dict(tokens.get("solana", {}))),
-        "base": ChainPolicy("base", "evm", BASE_ADDRESS, 6, 18, dict(tokens.get("base", {}))),
+        "base": ChainPolicy("base", "evm", BASE_ADDRESS, 6, 18, dict(tokens.get("base", {})),
+                            quote_native=quote_native, approvals=approvals),
     }
     for key in ("max_position", "default_position", "min_position", "max_exposure"):
         if key in limits:

@@ -46,9 +46,10 @@ def _schema(db: Path) -> tuple[bool, str]:
 def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
     """(what, ok, detail) for every check, in the order an operator fixes them."""
     from engine.guards import key_problem, network_problems, probe_all
-    from engine.kernel import DB_NAME, VENUE_NAME
+    from engine.kernel import DB_NAME
     from engine.settings import SettingsError, load_settings, safe_url
     from engine.stages import stage, stored_stage
+    from engine.venues.choose import describe_world
     from storage import InsecureHome, ensure_home
     from storage.owner import current_owner
 
@@ -81,10 +82,8 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
     out.append(("lock", True, f"owned by pid {owner.get('pid')} ({owner.get('command')})" if owner
                 else "free: no engine owns the book"))
     if settings.mode == "paper":
-        venue = home / VENUE_NAME
         out.append(("keys", True, "paper mode signs with the paper signer: no keys needed"))
-        out.append(("endpoints", True, "paper mode trades the simulated market"
-                    + (f" ({venue.name} present)" if venue.exists() else "")))
+        out.append(("endpoints", True, describe_world(settings)))
     if not settings.chains and settings.mode != "paper":
         out.append(("chains", False, "mode live needs [chains.<name>] (see .env.example)"))
     for name, chain in sorted(settings.chains.items()):

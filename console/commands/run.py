@@ -26,7 +26,7 @@ def _progress(engine, every_s: float = 2.0):
             f"{name} {money(_whole(book.balance(name, 'quote', 'cash'), spec.quote_decimals))}"
             for name, spec in sorted(book.policy.chains.items()))
         sys.stderr.write(
-            f"block {eng.venue.height}  opened {eng.stats.opened}  closed {eng.stats.closed}  "
+            f"block {eng.world.height}  opened {eng.stats.opened}  closed {eng.stats.closed}  "
             f"open {len(book.positions.base)}  in flight {len(book.orders.base)}  "
             f"state {book.trading_state.value}  cash: {cash}\n")
         sys.stderr.flush()
@@ -67,14 +67,14 @@ async def _run(settings, duration, signals) -> None:
     from console.errors import Failed
     from engine import logs
     from engine.kernel import EngineFailed, build
-    from engine.paper.venue import VenueRejected
+    from engine.venues.port import VenueError
     from storage import StorageError, ensure_home, translated
     from storage.owner import OwnerBusy
 
     logs.setup(ensure_home(settings.home))
     try:
         engine = await build(settings, signals, command=command_line())
-    except VenueRejected as exc:
+    except VenueError as exc:
         raise Failed(str(exc)) from None
     except FileNotFoundError as exc:
         raise Failed(str(exc)) from None
@@ -84,7 +84,7 @@ async def _run(settings, duration, signals) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
-    sys.stderr.write(f"botctl: {settings.mode} mode, stage {settings.profile}, seed {engine.venue.seed}, "
+    sys.stderr.write(f"botctl: {settings.mode} mode, stage {settings.profile}, {engine.world.describe()}, "
                      f"home {settings.home} (Ctrl-C stops)\n")
     try:
         await engine.run(duration, _progress(engine))

@@ -153,8 +153,8 @@ class BotctlApp(App):
         return self.clock()
 
     def _height(self) -> int | None:
-        venue = getattr(self.engine, "venue", None)
-        return getattr(venue, "height", None)
+        world = getattr(self.engine, "world", None)
+        return getattr(world, "height", None)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,14 +204,14 @@ class BotctlApp(App):
 
     async def _build(self) -> None:
         from engine.kernel import build
-        from engine.paper.venue import VenueRejected
         from engine.settings import SettingsError
+        from engine.venues.port import VenueError
         from storage import InsecureHome, StorageError
         from storage.owner import OwnerBusy
 
         try:
             self.engine = await build(self.settings, self.signals, command="botctl tui")
-        except (OwnerBusy, VenueRejected, FileNotFoundError, SettingsError, InsecureHome, StorageError) as exc:
+        except (OwnerBusy, VenueError, FileNotFoundError, SettingsError, InsecureHome, StorageError) as exc:
             self._fail(str(exc), 2 if isinstance(exc, (SettingsError, InsecureHome)) else 1)
             return
         except Exception as exc:  # a bug: one line for the operator, the traceback in the log
@@ -398,18 +398,18 @@ class BotctlApp(App):
         self.run_worker(self._fetch(), name="nonces", group="nonces", exit_on_error=False)
 
     async def _fetch(self) -> None:
-        """The chain's pending nonce per EVM account, as the venue says now (paper: its SQLite)."""
+        """The chain's pending nonce per EVM account, as the chain says now (through its port)."""
         try:
             while True:
                 self._refetch = False
                 engine = self.engine
-                venue = getattr(engine, "venue", None)
-                if engine is None or venue is None or not hasattr(venue, "account_nonce"):
+                ports = getattr(engine, "ports", None)
+                if engine is None or not ports:
                     return
                 seen = {}
                 for name, spec in sorted(engine.book.policy.chains.items()):
-                    if spec.kind == "evm":
-                        seen[(name, spec.address)] = await engine.link.call(venue.account_nonce, name, spec.address)
+                    if spec.kind == "evm" and name in ports:
+                        seen[(name, spec.address)] = await ports[name].pending_nonce(spec.address)
                 if seen != self.chain_nonces:
                     self.chain_nonces = seen
                     self._sync_nonces()

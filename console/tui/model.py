@@ -19,6 +19,7 @@ from engine.core.book import Book, Order, Position, Reservation
 from engine.core.decider import tripped_breakers
 from engine.core.exits import marked_value
 from engine.core.messages import (
+    ApprovalRequested,
     AttestationRecorded,
     BreakerTripped,
     CloseDenied,
@@ -103,10 +104,11 @@ class Changes:
 
 _POSITION_EVENTS = frozenset({PositionOpened, PositionClosed, CloseRequested, OrderFilled})
 _ORDER_EVENTS = frozenset({EntryReserved, CloseRequested, OrderSigned, OrderSubmitted, OrderFilled, OrderFailed,
-                           OrderOutcomeUnknown, OrderAbandoned, NoopRequested, NonceFloorRaised, PositionClosed,
+                           OrderOutcomeUnknown, OrderAbandoned, NoopRequested, ApprovalRequested, NonceFloorRaised,
+                           PositionClosed,
                            PositionOpened, ReconciliationAccepted})
 LOGGED = frozenset({Deposited, EntryReserved, CloseRequested, CloseDenied, OrderFailed, BreakerTripped,
-                    OrderOutcomeUnknown, OrderAbandoned, NoopRequested, PositionOpened, PositionClosed, TradingStateChanged, Reconciled,
+                    OrderOutcomeUnknown, OrderAbandoned, NoopRequested, ApprovalRequested, PositionOpened, PositionClosed, TradingStateChanged, Reconciled,
                     ReconciliationAccepted, InboxAnswered, CommandRejected, StageChanged, AttestationRecorded,
                     DrillRecorded})
 
@@ -458,6 +460,8 @@ def log_line(book: Book, event, where: dict[int, tuple[str, str]] | None = None)
         return f"{at} order #{event.order_id} abandoned: {event.reason}", YELLOW
     if kind is NoopRequested:
         return f"{at} no-op #{event.order_id} fills nonce {event.nonce} on {event.chain}", YELLOW
+    if kind is ApprovalRequested:
+        return f"{at} approval #{event.order_id} of {event.asset} at nonce {event.nonce} on {event.chain}", DIM
     if kind is TradingStateChanged:
         style = {TradingState.ACTIVE: GREEN, TradingState.REDUCING: YELLOW, TradingState.HALTED: RED}[event.state]
         return (f"{at} trading {event.previous.value} -> {event.state.value} by {event.by}"

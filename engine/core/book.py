@@ -46,7 +46,7 @@ class Position:
 @dataclass(frozen=True, slots=True)
 class Reservation:
     id: int
-    kind: str  # entry | exit | noop
+    kind: str  # entry | exit | noop | approve
     chain: str
     token: str
     amount: int  # quote base units (0 for an exit)
@@ -64,7 +64,7 @@ LIVE_ORDER_STATES = frozenset({"new", "signed", "submitted", "unknown"})
 @dataclass(frozen=True, slots=True)
 class Order:
     id: int
-    intent: str  # entry | exit | noop (a zero-value self-transfer that fills a nonce)
+    intent: str  # entry | exit | noop (a zero-value self-transfer that fills a nonce) | approve (see ApprovalRequested)
     chain: str
     token: str
     reservation_id: int
@@ -124,10 +124,16 @@ class ChainPolicy:
     quote_decimals: int = 6
     native_decimals: int = 18
     tokens: dict[str, int] = field(default_factory=dict)  # token -> decimals
+    quote_native: bool = False  # the quote asset is the chain's own coin (no approval to spend it)
+    approvals: bool = False  # an ERC20 spend needs an approve transaction first (live EVM routers)
 
     @property
     def uses_nonces(self) -> bool:
         return self.kind == "evm"
+
+    def approves(self, asset: str) -> bool:
+        """Does spending `asset` ("quote" or a token) need an approve transaction first?"""
+        return self.approvals and not (asset == "quote" and self.quote_native)
 
 
 @dataclass(frozen=True, slots=True)

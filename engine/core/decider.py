@@ -21,11 +21,22 @@ import dataclasses
 import json
 from decimal import Decimal
 
-from engine.core.book import Book, Fill, NonceState, Order, Position, Reservation, rejected_at_key, rejections_key
+from engine.core.book import (
+    Book,
+    ChainPolicy,
+    Fill,
+    NonceState,
+    Order,
+    Position,
+    Reservation,
+    rejected_at_key,
+    rejections_key,
+)
 from engine.core.messages import (
     AbandonOrder,
     AcceptReconciliation,
     AnswerInbox,
+    ApprovalRequested,
     AttestationRecorded,
     Beat,
     BreakerTripped,
@@ -117,6 +128,21 @@ def _refill(book: Book, order: Order, fee_reserve: int, at: int, native_back: in
                           order.address, order.nonce, fee, order.id, at, postings)]
 
 
+SIDE = frozenset({"noop", "approve"})  # orders that move no funds, only spend their gas
+
+
+def _approval(book: Book, chain: ChainPolicy, asset: str, amount: int, fee: int, at: int, taken: int = 0) -> list:
+    """The approve before a swap that spends `asset`, when the chain needs one. It takes the next
+    ids and nonce; the swap takes the ones right after (so pairs never interleave)."""
+    if not chain.approves(asset):
+        return []
+    order_id = book.meta.get("next_order") + taken
+    postings = (Posting(chain.name, "native", "reserved", "cash", fee),) if fee else ()
+    return [ApprovalRequested(order_id, book.meta.get("next_reservation") + taken, chain.name, chain.address,
+                              _next_nonce(book, chain.name, chain.address), asset, amount, fee, order_id + 1, at,
+                              postings)]
+
+
 def _release(chain: str, quote: int, native: int, fee_paid: int) -> tuple[Posting, ...]:
     """Void a reservation, posting only the network fee the chain says was paid."""
     postings = []
@@ -160,14 +186,19 @@ def _decide_reserve(book: Book, cmd: ReserveEntry) -> list:
     except Denied as denied:
         return [EntryDenied(cmd.chain, cmd.token, str(denied), cmd.signal_id, cmd.at)]
     chain = book.policy.chains[cmd.chain]
-    nonce = _next_nonce(book, chain.name, chain.address) if chain.uses_nonces else None
+    approval = _approval(book, chain, "quote", amount, cmd.fee_reserve, cmd.at)
+    if approval and 2 * cmd.fee_reserve > book.balance(cmd.chain, "native", "cash"):
+        return [EntryDenied(cmd.chain, cmd.token, f"insufficient native balance on {cmd.chain} for network fees "
+                            "(a swap and its approval)", cmd.signal_id, cmd.at)]
+    taken = len(approval)
+    nonce = _next_nonce(book, chain.name, chain.address) + taken if chain.uses_nonces else None
     postings = [Posting(cmd.chain, "quote", "reserved", "cash", amount)]
     if cmd.fee_reserve:
         postings.append(Posting(cmd.chain, "native", "reserved", "cash", cmd.fee_reserve))
-    return [
+    return approval + [
         EntryReserved(
-            reservation_id=book.meta.get("next_reservation"),
-            order_id=book.meta.get("next_order"),
+            reservation_id=book.meta.get("next_reservation") + taken,
+            order_id=book.meta.get("next_order") + taken,
             chain=cmd.chain,
             token=cmd.token,
             amount=amount,
@@ -193,18 +224,20 @@ def _decide_close(book: Book, cmd: RequestClose) -> list:
         return [CloseDenied(cmd.position_id, "fee reserve must not be negative", cmd.at)]
     if cmd.by == "engine" and book.trading_state is TradingState.HALTED:
         return [CloseDenied(cmd.position_id, "trading is halted: no automatic exits", cmd.at)]
-    if cmd.fee_reserve > book.balance(position.chain, "native", "cash"):
-        return [CloseDenied(cmd.position_id, f"insufficient native balance on {position.chain} for network fees", cmd.at)]
     chain = book.policy.chains[position.chain]
-    nonce = _next_nonce(book, chain.name, chain.address) if chain.uses_nonces else None
+    approval = _approval(book, chain, position.token, position.size, cmd.fee_reserve, cmd.at)
+    if cmd.fee_reserve * (1 + len(approval)) > book.balance(position.chain, "native", "cash"):
+        return [CloseDenied(cmd.position_id, f"insufficient native balance on {position.chain} for network fees", cmd.at)]
+    taken = len(approval)
+    nonce = _next_nonce(book, chain.name, chain.address) + taken if chain.uses_nonces else None
     postings = ()
     if cmd.fee_reserve:
         postings = (Posting(position.chain, "native", "reserved", "cash", cmd.fee_reserve),)
-    return [
+    return approval + [
         CloseRequested(
             position_id=position.id,
-            order_id=book.meta.get("next_order"),
-            reservation_id=book.meta.get("next_reservation"),
+            order_id=book.meta.get("next_order") + taken,
+            reservation_id=book.meta.get("next_reservation") + taken,
             fee_reserve=cmd.fee_reserve,
             nonce=nonce,
             address=chain.address if chain.uses_nonces else None,
@@ -249,8 +282,8 @@ def _decide_fill(book: Book, cmd: RecordFill) -> list:
     order = book.orders.get(cmd.order_id)
     if order is None or order.state not in SENT:
         return _settled(cmd, order)
-    noop = order.intent == "noop"
-    if cmd.amount_in > order.amount_in or (cmd.amount_in <= 0 and not noop) or cmd.amount_out < 0 \
+    side = order.intent in SIDE
+    if cmd.amount_in > order.amount_in or (cmd.amount_in <= 0 and not side) or cmd.amount_out < 0 \
             or cmd.network_fee < 0:
         return _reject(cmd, f"fill of order {order.id} does not match the order", str(order.id))
     reservation = book.reservations.get(order.reservation_id)
@@ -258,7 +291,7 @@ def _decide_fill(book: Book, cmd: RecordFill) -> list:
     token_decimals = chain.tokens.get(order.token, 18)
     c = order.chain
     native = _release(c, 0, reservation.fee_amount, cmd.network_fee)
-    if order.intent == "noop":
+    if side:
         return [OrderFilled(order.id, 0, 0, 0, 0, 0, cmd.network_fee, Decimal(0), cmd.at, native)]
     if order.intent == "entry":
         position_id = book.meta.get("next_position")
@@ -319,17 +352,21 @@ def _retry_exit(book: Book, order: Order, fee: int, at: int, native_back: int, t
     position = book.positions.get(order.position_id)
     if position is None or position.exit_attempts >= MAX_EXIT_ATTEMPTS:
         return []
-    if fee > book.balance(order.chain, "native", "cash") + native_back:
-        return []
     chain = book.policy.chains[order.chain]
+    # A refused exit's retry takes its free nonce: the approve before it stands (or failed and
+    # the swap fails too, and the retry after that comes with a fresh approval).
+    approval = [] if free_nonce is not None else _approval(book, chain, position.token, position.size, fee, at, taken)
+    if fee * (1 + len(approval)) > book.balance(order.chain, "native", "cash") + native_back:
+        return []
+    taken += len(approval)
     if not chain.uses_nonces:
         nonce = None
     elif free_nonce is not None:
         nonce = free_nonce
     else:
-        nonce = _next_nonce(book, chain.name, chain.address)
+        nonce = _next_nonce(book, chain.name, chain.address) + len(approval)
     postings = (Posting(order.chain, "native", "reserved", "cash", fee),) if fee else ()
-    return [CloseRequested(position.id, book.meta.get("next_order") + taken,
+    return approval + [CloseRequested(position.id, book.meta.get("next_order") + taken,
                            book.meta.get("next_reservation") + taken, fee, nonce,
                            chain.address if chain.uses_nonces else None,
                            position.close_reason or "retry", "retry", at, postings)]
@@ -603,7 +640,7 @@ def _evolve_filled(book: Book, e: OrderFilled) -> None:
     if book.meta.get(rejections_key(order.chain), 0):  # a transaction landed: the chain takes ours again
         book.meta.put(rejections_key(order.chain), 0)
     _settle(book, order, "posted", e.at)
-    if order.intent == "noop":
+    if order.intent in SIDE:
         return
     buy = order.intent == "entry"
     book.fills.put(e.fill_id, Fill(
@@ -632,7 +669,7 @@ def _evolve_closed(book: Book, e: PositionClosed) -> None:
 
 def _unwind(book: Book, order: Order) -> None:
     """An order that did not happen: an entry frees its token, an exit reopens its position."""
-    if order.intent == "noop":
+    if order.intent in SIDE:
         return
     if order.intent == "entry":
         book.slots.drop((order.chain, order.token))
@@ -665,6 +702,17 @@ def _evolve_noop(book: Book, e: NoopRequested) -> None:
         e.reservation_id, "noop", e.chain, "", 0, e.fee_reserve, "held", e.order_id, None, e.at))
     book.orders.put(e.order_id, Order(
         e.order_id, "noop", e.chain, "", e.reservation_id, None, "new", 0, e.nonce, e.address, e.at, e.at))
+    book.meta.put("next_reservation", e.reservation_id + 1)
+    book.meta.put("next_order", e.order_id + 1)
+
+
+def _evolve_approval(book: Book, e: ApprovalRequested) -> None:
+    book.reservations.put(e.reservation_id, Reservation(
+        e.reservation_id, "approve", e.chain, "", 0, e.fee_reserve, "held", e.order_id, None, e.at))
+    book.orders.put(e.order_id, Order(
+        e.order_id, "approve", e.chain, e.asset, e.reservation_id, None, "new", e.amount, e.nonce, e.address, e.at,
+        e.at))
+    _take_nonce(book, e.chain, e.address, e.nonce)
     book.meta.put("next_reservation", e.reservation_id + 1)
     book.meta.put("next_order", e.order_id + 1)
 
@@ -724,6 +772,7 @@ _EVOLVERS = {
     OrderFailed: _evolve_failed,
     OrderAbandoned: _evolve_abandoned,
     NoopRequested: _evolve_noop,
+    ApprovalRequested: _evolve_approval,
     PricesMarked: _evolve_marked,
     TradingStateChanged: _evolve_state,
     NonceFloorRaised: _evolve_floor,

@@ -405,6 +405,27 @@ class NoopRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequested:
+    """An ERC20 approve of the router for exactly what the swap at the next nonce spends.
+
+    Decided together with that swap, at the nonce right before its own, so an approval and
+    the swap it is for are never interleaved with another pair: approve SETS an allowance,
+    and the swap after it spends exactly that."""
+
+    order_id: int
+    reservation_id: int
+    chain: str
+    address: str
+    nonce: int
+    asset: str  # "quote", or the token the swap sells
+    amount: int
+    fee_reserve: int
+    for_order: int
+    at: int
+    postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PositionOpened:
     position_id: int
     order_id: int
@@ -559,6 +580,7 @@ Event = (
     | OrderOutcomeUnknown
     | OrderAbandoned
     | NoopRequested
+    | ApprovalRequested
     | PositionOpened
     | PositionClosed
     | PricesMarked

@@ -61,8 +61,8 @@ from pathlib import Path  # noqa: E402
 
 import engine.kernel as kernel  # noqa: E402
 from engine.core.messages import MarkPrices, PricesMarked, ReserveEntry  # noqa: E402
-from engine.executors.paper import Faults  # noqa: E402
-from engine.paper.market import BASE, SOLANA, PaperChain, PaperToken, _address  # noqa: E402
+from engine.venues.paper.executor import Faults, VenueLink  # noqa: E402
+from engine.venues.paper.market import BASE, SOLANA, PaperChain, PaperToken, _address  # noqa: E402
 from engine.settings import Settings  # noqa: E402
 from engine.stages import unbounded  # noqa: E402
 
@@ -168,7 +168,7 @@ class _Spec:
 
 
 def speed_up_venue_reads(engine) -> None:
-    venue = engine.venue
+    venue = engine.world.venue
     prices_cache: dict = {}
     balances_cache: dict = {}
     real_prices, real_balances = venue.prices, venue.balances
@@ -197,10 +197,10 @@ def speed_up_venue_reads(engine) -> None:
 
 async def mine(engine) -> None:
     """One block, and the engine marks every price of every chain (as Engine.tick does)."""
-    await engine.link.call(engine.venue.advance)
+    await engine.world.link.call(engine.world.venue.advance)
     now = engine.now()
     for chain in sorted(engine.executors):
-        prices = await engine.link.call(engine.venue.prices, chain)
+        prices = await engine.world.link.call(engine.world.venue.prices, chain)
         await engine.sequencer.submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
 
 
@@ -267,11 +267,11 @@ async def make_unknown(engine, market: dict, count: int) -> Counter:
         executor.faults = Faults(0, 0, expiry)
     for order in engine.book.live_orders():
         if order.state == "unknown":
-            seen = await engine.link.call(engine.venue.lookup, order.tx_id)
+            seen = await engine.world.link.call(engine.world.venue.lookup, order.tx_id)
             lost["lost response (venue has it)" if seen else "lost request (venue never saw it)"] += 1
     # the engine is down; the chain goes on: lost responses land (EVM ones only behind their nonce gap)
     for _ in range(LAND_BLOCKS):
-        await engine.link.call(engine.venue.advance)
+        await engine.world.link.call(engine.world.venue.advance)
     return lost
 
 
@@ -425,7 +425,7 @@ def restart_child(home: Path, tokens: int, profile: bool) -> None:
     kernel.Engine.reconcile = timed_async("reconcile", kernel.Engine.reconcile)
     kernel.Engine.fund = timed_async("fund", kernel.Engine.fund)
     kernel.Writer.open = timed_async("writer_open", kernel.Writer.open)
-    kernel.VenueLink.open = timed_async("venue_open", kernel.VenueLink.open)
+    VenueLink.open = timed_async("venue_open", VenueLink.open)
 
     t = time.perf_counter()
     settings = make_settings(home)
@@ -479,7 +479,7 @@ def restart_child(home: Path, tokens: int, profile: bool) -> None:
                     prof.disable()
             return call
 
-        writer_run, venue_call = kernel.Writer.run, kernel.VenueLink.call
+        writer_run, venue_call = kernel.Writer.run, VenueLink.call
 
         async def run(self, fn, *args):
             return await writer_run(self, in_profiler(fn), *args)
@@ -487,7 +487,7 @@ def restart_child(home: Path, tokens: int, profile: bool) -> None:
         async def call(self, fn, *args):
             return await venue_call(self, in_profiler(fn), *args)
 
-        kernel.Writer.run, kernel.VenueLink.call = run, call
+        kernel.Writer.run, VenueLink.call = run, call
         prof = cProfile.Profile()
         out = prof.runcall(asyncio.run, go())
         stream = io.StringIO()

@@ -26,7 +26,7 @@ def _no_botctl_env(monkeypatch):
 @pytest.fixture
 def frozen_genesis(monkeypatch):
     """A venue created under this fixture starts at GENESIS_S, so engine times are the same every run."""
-    import engine.paper.venue as venue
+    import engine.venues.paper.venue as venue
 
     monkeypatch.setattr(venue, "time", types.SimpleNamespace(time=lambda: GENESIS_S))
     return GENESIS_S * 1000

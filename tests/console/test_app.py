@@ -227,7 +227,7 @@ async def test_live_engine_loop_updates_the_panels(seeded):
         assert set(app.positions.table.keys) == set(engine.book.positions.base)
         assert set(app.orders.table.keys) == set(engine.book.orders.base)
         assert set(app.reservations.table.keys) == set(engine.book.reservations.base)
-        assert app.header.view.height == engine.venue.height
+        assert app.header.view.height == engine.world.height
 
 
 async def test_nonce_gap_is_flagged_and_solana_shows_blocks_left(engine):
@@ -241,7 +241,7 @@ async def test_nonce_gap_is_flagged_and_solana_shows_blocks_left(engine):
     await engine.driver.advance_all()  # signed: the solana one now has its expiry
     order = next(o for o in book.orders.base.values() if o.chain == "base")
     address, nonce = order.address, order.nonce
-    height = engine.venue.height
+    height = engine.world.height
     accounts = {a.chain: a for a in nonce_accounts(book, {("base", address): nonce - 2}, height, engine.now())}
     assert accounts["base"].gap == (nonce - 2, nonce - 1)
     assert [t.nonce for t in accounts["base"].txs] == [nonce]
@@ -333,7 +333,7 @@ async def test_a_stage_change_from_another_terminal_shows_in_the_header_and_the_
 
 
 async def test_a_node_refusing_every_broadcast_trips_the_chains_breaker_in_the_header(seeded):
-    from engine.executors.paper import Faults
+    from engine.venues.paper.executor import Faults
 
     engine = await seeded(5)
     for executor in engine.executors.values():

@@ -46,7 +46,7 @@ def conservation(engine) -> list[str]:
     problems = []
     book = engine.book
     for chain in engine.executors:
-        venue = engine.venue.balances(chain)
+        venue = engine.world.venue.balances(chain)
         held = {"quote": book.balance(chain, "quote", "cash") + book.balance(chain, "quote", "reserved"),
                 "native": book.balance(chain, "native", "cash") + book.balance(chain, "native", "reserved")}
         for position in book.positions.base.values():
@@ -55,5 +55,5 @@ def conservation(engine) -> list[str]:
         for asset in set(venue) | set(held):
             if venue.get(asset, 0) != held.get(asset, 0):
                 problems.append(f"{chain} {asset}: venue {venue.get(asset, 0)} book {held.get(asset, 0)}")
-    assert not problems or differences(book, {c: engine.venue.balances(c) for c in engine.executors})
+    assert not problems or differences(book, {c: engine.world.venue.balances(c) for c in engine.executors})
     return problems

@@ -47,3 +47,17 @@ def test_no_import_circle_through_the_core():
             "print(sorted(m for m in sys.modules if m.startswith('engine.') and not m.startswith('engine.core')))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_only_the_venue_chooser_names_the_paper_venue():
+    """The kernel knows the port, not the paper world: a live engine must not depend on the simulation."""
+    named = []
+    for package in ("console", "engine", "storage", "wallet"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith("engine/venues/paper/") or rel == "engine/venues/choose.py":
+                continue
+            text = path.read_text()
+            if "venues.paper" in text or "PaperVenue" in text or "paper-venue.db" in text:
+                named.append(rel)
+    assert named == ["engine/settings.py"], named  # settings validates the paper venue's own settings

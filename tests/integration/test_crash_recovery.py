@@ -22,7 +22,7 @@ import pytest
 
 from engine.core.reconcile import differences
 from engine.kernel import CRASH_POINTS, policy_for
-from engine.paper.market import CHAINS
+from engine.venues.paper.market import CHAINS
 from engine.persist import load_book
 from engine.settings import load_settings
 

@@ -56,14 +56,14 @@ async def test_restart_continues_the_same_book(tmp_path):
     await settle(engine)
     before = engine.book.snapshot()
     before.pop("meta")
-    height = engine.venue.height
+    height = engine.world.height
     await engine.close()
     settings, engine = await start(tmp_path, seed=6, opportunity_rate_bps=5000)
     try:
         after = engine.book.snapshot()
         assert after.pop("meta")["review"] == ()
         assert after == before
-        assert engine.venue.height == height
+        assert engine.world.height == height
         assert engine.last_reconciliation.differences == ()
         for _ in range(50):
             await engine.tick()

@@ -15,7 +15,7 @@ from collections import Counter
 from decimal import Decimal
 
 from engine.driver import OrderDriver
-from engine.executors.base import Accepted, Outcome, Quote, Signed
+from engine.venues.port import Accepted, Outcome, Quote, Signed
 from engine.kernel import build
 from engine.settings import load_settings
 

@@ -28,7 +28,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from engine.core.book import NonceState
-from engine.core.messages import CloseRequested, EntryReserved, OrderFilled, PositionClosed, TradingState
+from engine.core.messages import (
+    ApprovalRequested,
+    CloseRequested,
+    EntryReserved,
+    OrderFailed,
+    OrderFilled,
+    PositionClosed,
+    TradingState,
+)
 
 from builders import (
     ADDRESS,
@@ -64,11 +72,13 @@ def cash(book, chain, asset="quote", account="cash"):
 
 
 class BookMachine(RuleBasedStateMachine):
+    policy = POLICY
+
     def __init__(self):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="botctl-props-"))
-        self.h = self.run(start_engine(self.dir, POLICY))
+        self.h = self.run(start_engine(self.dir, self.policy))
         self.now = NOW
         self.tx = itertools.count(1)
         self.refs = itertools.count(1)
@@ -112,9 +122,25 @@ class BookMachine(RuleBasedStateMachine):
     def nonce_state(self, chain):
         return self.book.nonces.get((chain, ADDRESS[chain])) or NonceState()
 
+    def check_approval(self, result, swap, chain, floor_before) -> int:
+        """A swap that spends an ERC20 on an approving chain comes right after its approval: the
+        nonce before its own, exactly its amount. Returns the native the approval reserved."""
+        approval = result.first(ApprovalRequested)
+        spends = "quote" if isinstance(swap, EntryReserved) else self.book.positions.get(swap.position_id).token
+        if approval is None:
+            chain_policy = self.policy.chains[chain]
+            refused_exit_retry = isinstance(swap, CloseRequested) and result.first(OrderFailed) is not None and \
+                result.first(OrderFailed).rejected
+            assert not chain_policy.approves(spends) or refused_exit_retry, (chain, spends)
+            return 0
+        assert approval.nonce + 1 == swap.nonce and approval.for_order == swap.order_id
+        assert approval.asset == spends
+        self.check_nonce(approval, chain, floor_before)
+        return approval.fee_reserve
+
     def check_nonce(self, event, chain, floor_before):
         """A nonce handed out is at or above the floor, and never one that had signed bytes."""
-        if POLICY.chains[chain].uses_nonces:
+        if self.policy.chains[chain].uses_nonces:
             assert event.nonce is not None and event.nonce >= floor_before, (event.nonce, floor_before)
             assert (chain, ADDRESS[chain], event.nonce) not in self.signed_nonces, event.nonce
         else:
@@ -167,7 +193,7 @@ class BookMachine(RuleBasedStateMachine):
         by = data.draw(st.sampled_from(("operator", "engine")), label="by")
         force = data.draw(st.booleans(), label="force")
         previous = self.book.trading_state
-        tripped = self.book.meta.get("consecutive_losses") >= POLICY.limits.max_consecutive_losses
+        tripped = self.book.meta.get("consecutive_losses") >= self.policy.limits.max_consecutive_losses
         result = self.submit(set_state(state, by=by, at=self.at(), force=force))
         allowed = state is previous or previous is not TradingState.HALTED or force  # asking for the current
         changed = allowed and (state is not previous or (state is TradingState.ACTIVE and tripped))  # state: no-op
@@ -224,7 +250,7 @@ class BookMachine(RuleBasedStateMachine):
         amount = data.draw(st.none() | st.integers(-1, usd(150)) | st.integers(usd(1), usd(60)), label="amount")
         fee = data.draw(st.integers(0, 3_000), label="fee")
         signal = data.draw(st.sampled_from(SIGNALS), label="signal")
-        known = chain in POLICY.chains
+        known = chain in self.policy.chains
         before = (cash(self.book, chain), cash(self.book, chain, "native")) if known else None
         floor = self.nonce_state(chain).floor if known else 0
         slot = self.book.slots.get((chain, token))
@@ -239,8 +265,9 @@ class BookMachine(RuleBasedStateMachine):
         if amount is not None:
             assert event.amount == amount
         assert 0 < event.amount <= usd(120)
+        approval = self.check_approval(result, event, chain, floor)
         assert (cash(self.book, chain), cash(self.book, chain, "native")) == (before[0] - event.amount,
-                                                                                before[1] - fee)
+                                                                                before[1] - fee - approval)
         self.check_nonce(event, chain, floor)
 
     # What may happen next to an order, by its state (repeats weight the draw): signing and
@@ -315,7 +342,7 @@ class BookMachine(RuleBasedStateMachine):
             assert closed.pnl == amount_out - fee - position.cost
             assert self.book.positions.get(position.id) is None
             assert self.book.meta.get("consecutive_losses") == (losses + 1 if closed.pnl < 0 else 0)
-            assert self.book.cooldowns.get((order.chain, order.token)) == self.now + POLICY.limits.cooldown_ms
+            assert self.book.cooldowns.get((order.chain, order.token)) == self.now + self.policy.limits.cooldown_ms
 
     def fail_order(self, data, order):
         reservation = self.book.reservations.get(order.reservation_id)
@@ -330,9 +357,11 @@ class BookMachine(RuleBasedStateMachine):
             return
         assert result.accepted, result.reason
         retry = result.first(CloseRequested)  # a requested close stays requested
+        approval = self.check_approval(result, retry, order.chain, floor) if retry else 0
         after = (cash(self.book, order.chain), cash(self.book, order.chain, "native"))
         assert after == (before[0] + reservation.amount,
-                         before[1] + reservation.fee_amount - network_fee - (retry.fee_reserve if retry else 0))
+                         before[1] + reservation.fee_amount - network_fee - (retry.fee_reserve if retry else 0)
+                         - approval)
         if order.intent == "entry":
             assert (order.chain, order.token) not in self.book.slots
         elif order.intent == "exit":
@@ -381,6 +410,7 @@ class BookMachine(RuleBasedStateMachine):
             assert not result.accepted and "halted" in result.reason
         elif result.accepted:
             event = result.first(CloseRequested)
+            self.check_approval(result, event, position.chain, floor)
             self.check_nonce(event, position.chain, floor)
             assert self.book.positions.get(position.id).state == "closing"
         else:
@@ -410,7 +440,7 @@ class BookMachine(RuleBasedStateMachine):
         self.steps_since_restart = 0
         before = self.book.snapshot()
         self.run(self.h.close())
-        self.h = self.run(start_engine(self.dir, POLICY))
+        self.h = self.run(start_engine(self.dir, self.policy))
         assert self.book.snapshot() == before
 
     # ---- invariants, after every step
@@ -421,7 +451,7 @@ class BookMachine(RuleBasedStateMachine):
 
     @invariant()
     def audit_is_clean(self):
-        assert audit_db(self.h.path, POLICY) == []
+        assert audit_db(self.h.path, self.policy) == []
 
     @invariant()
     def memory_equals_disk(self):
@@ -445,3 +475,17 @@ BookMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestBookProperties = BookMachine.TestCase
+
+
+class ApprovingBookMachine(BookMachine):
+    """The same lives on a live EVM router chain: every ERC20 spend comes with its approval."""
+
+    policy = policy(approvals=True, max_position=120, default_position=50, min_position=1, max_open_positions=4,
+                    max_exposure=400, cooldown_ms=20_000, max_consecutive_losses=3)
+
+
+ApprovingBookMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestApprovingBookProperties = ApprovingBookMachine.TestCase

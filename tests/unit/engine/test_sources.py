@@ -14,8 +14,8 @@ import pytest
 from engine.core.decider import decide
 from engine.core.messages import EntryDenied
 from engine.core.money import parse_amount
-from engine.paper.market import CHAINS
 from engine.sources import AFTER_TAKEN, MAX_LINE_BYTES, OVERLONG, JsonlSource, Lines
+from engine.venues.paper.market import CHAINS
 
 from builders import funded, given, reserve, usd
 

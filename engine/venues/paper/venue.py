@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from engine.core.money import bps_of, quote_for, to_units, tokens_for
-from engine.paper.market import PaperChain, rng, step_price
+from engine.venues.paper.market import PaperChain, rng, step_price
 from storage import check_private
 from wallet.paper import PaperSigner, SignatureError, tx_id
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from engine.core.book import Order
 from engine.core.money import bps_of, min_out, quote_for, tokens_for
-from engine.executors.base import Accepted, ExecutorError, Outcome, Quote, Rejected, Signed, Unknown
-from engine.paper.market import rng
-from engine.paper.venue import PaperVenue, VenueRejected, network_fee_cap
+from engine.venues.paper.market import rng
+from engine.venues.paper.venue import PaperVenue, VenueRejected, network_fee_cap
+from engine.venues.port import Accepted, ExecutorError, Outcome, Quote, Rejected, Signed, Unknown
 from wallet.paper import tx_id
 
 

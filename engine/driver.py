@@ -19,6 +19,7 @@ need not be: after a restart the first attempt goes at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from decimal import Decimal
 from typing import Callable
@@ -54,9 +55,17 @@ class OrderDriver:
     def _current(self, order_id: int) -> Order | None:
         return self.sequencer.book.orders.get(order_id)
 
-    async def advance_all(self) -> None:
-        for order in self.sequencer.book.live_orders():
-            await self.advance(order)
+    async def advance_all(self, at_once: int = 1, only_new: bool = False) -> None:
+        """Every order in flight (or only the new ones) one step, `at_once` of them at a time: a live
+        chain's round trips overlap, so fifty orders do not wait on each other's RPC; paper takes
+        them one by one, so that a seed replays exactly."""
+        orders = [o for o in self.sequencer.book.live_orders() if not only_new or o.state == "new"]
+        for start in range(0, len(orders), at_once):
+            batch = orders[start:start + at_once]
+            if len(batch) == 1:
+                await self.advance(batch[0])
+            else:
+                await asyncio.gather(*(self.advance(order) for order in batch))
 
     async def advance(self, order: Order) -> str:
         """One step for one order; returns what happened, in a few words."""

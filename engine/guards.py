@@ -167,8 +167,9 @@ def live_funds(settings) -> bool:
     return settings.mode == "live" and not settings.dry_run and stage(settings.profile).live_funds
 
 
-async def check_live(settings) -> None:
-    """Mode live: refuse, with the first reason, anything the stage or the endpoints forbid."""
+async def check_live(settings) -> dict[str, Network]:
+    """Mode live: refuse, with the first reason, anything the stage or the endpoints forbid; else
+    what each chain's endpoint says it is."""
     import asyncio
 
     from engine.settings import SettingsError
@@ -186,13 +187,12 @@ async def check_live(settings) -> None:
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SettingsError(problems[0] + more)
+    return found
 
 
-async def live_mode(settings) -> None:
-    """The guards, then the executors. The live EVM and Solana executors come next (through
-    engine/venues/port.py); until they land, a live start that passes every guard stops here."""
-    from engine.settings import SettingsError
-
-    await check_live(settings)
-    raise SettingsError("mode live: the EVM and Solana executors are not in this version; "
-                        "run paper (--profile paper) meanwhile")
+async def live_mode(settings) -> str:
+    """The guards a live start passes before anything is opened (engine/venues/choose.py then says
+    which venues it can trade), and the network it trades: mainnet if any chain is one, else
+    testnet (what its rollout evidence counts for)."""
+    found = await check_live(settings)
+    return "mainnet" if any(n.network == "mainnet" for n in found.values()) else "testnet"

@@ -18,6 +18,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Callable
 
 from engine import eventlog
@@ -29,6 +30,7 @@ from engine.core.messages import (
     MarkPrices,
     PositionClosed,
     PositionOpened,
+    RecordMarket,
     RequestClose,
     ReserveEntry,
 )
@@ -84,10 +86,14 @@ def _driver_point(point: str) -> None:
     crash_point(f"exit_{name}" if intent == "exit" else name)
 
 
-def policy_for(settings: Settings, market: dict | None = None, stages: dict | None = None) -> Policy:
+def policy_for(settings: Settings, market: dict | None = None, stages: dict | None = None,
+               network: str = "paper") -> Policy:
     from engine.venues.choose import market_for
 
-    chains = {name: chain.policy() for name, chain in (market or market_for(settings)).items()}
+    if market is None:
+        recorded = recorded_markets(Path(settings.home) / DB_NAME) if settings.mode != "paper" else None
+        market = market_for(settings, recorded)
+    chains = {name: chain.policy() for name, chain in market.items()}
     limits = Limits(
         max_position=settings.max_position_usd,
         default_position=min(settings.default_position_usd, settings.max_position_usd),
@@ -97,8 +103,27 @@ def policy_for(settings: Settings, market: dict | None = None, stages: dict | No
         cooldown_ms=settings.cooldown_s * 1000,
         max_consecutive_losses=settings.max_consecutive_losses,
     )
-    live = settings.mode == "live" and not settings.dry_run  # real funds move: the stage must allow them
+    live = network == "mainnet" and not settings.dry_run  # real funds move: the stage must allow them
     return Policy(chains, limits, live=live, stages=stages or shipped_stages())
+
+
+def recorded_markets(db: Path) -> dict:
+    """The live chains' markets as the book last recorded them (read-only; {} without a book)."""
+    import sqlite3
+
+    from engine.venues.choose import policy_from_json
+
+    if not db.exists():
+        return {}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+        try:
+            rows = conn.execute("SELECT key, value FROM meta WHERE key LIKE 'market:%'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return {}  # the command that reads the book says what is wrong with it
+    return {key.split(":", 1)[1]: policy_from_json(key.split(":", 1)[1], value) for key, value in rows}
 
 
 @dataclass
@@ -201,7 +226,7 @@ class Engine:
         for chain, port in sorted(self.ports.items()):
             prices = await port.marks(sorted({p.token for p in self.book.open_positions() if p.chain == chain}))
             await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
-        await self.driver.advance_all()
+        await self.driver.advance_all(self.world.concurrency)
         if not self.automatic:
             return
         for position_id, reason in exits_due(self.book, now, self.rules):
@@ -209,15 +234,13 @@ class Engine:
             fee = await self.executors[position.chain].fee_reserve()
             if (await submit(RequestClose(position_id, reason, fee, now))).accepted:
                 crash_point("after_close_commit")
-        for opportunity in self.source.poll(height, now):
+        for opportunity in self.source.poll(height, now) if self.source is not None else ():
             fee = await self.executors[opportunity.chain].fee_reserve()
             result = await submit(ReserveEntry(opportunity.chain, opportunity.token, opportunity.amount, fee, now,
                                                signal_id=opportunity.id, source=type(self.source).__name__))
             if result.accepted:
                 crash_point("after_reserve_commit")
-        for order in self.book.live_orders():
-            if order.state == "new":
-                await self.driver.advance(order)
+        await self.driver.advance_all(self.world.concurrency, only_new=True)
         self.stats.ticks += 1
 
     def stop(self) -> None:
@@ -239,12 +262,14 @@ class Engine:
         return not self.book.orders.base
 
     async def run(self, duration_s: float | None = None, on_tick: Callable[["Engine"], None] | None = None) -> None:
-        """Tick until stopped or until `duration_s` simulated seconds (one block per second)."""
-        speed = self.settings.paper.speed
+        """Tick until stopped or for `duration_s` seconds: simulated ones on paper (one block per
+        second, paced by `paper.speed`), the wall clock's live (where the world's step paces)."""
+        paper = self.world.height is not None
+        speed = self.settings.paper.speed if paper else 0
         start = time.monotonic()
         ticks = 0
         while not self._stop.is_set():
-            if duration_s is not None and ticks >= duration_s:
+            if duration_s is not None and (ticks >= duration_s if paper else time.monotonic() - start >= duration_s):
                 break
             try:
                 await self.tick()
@@ -291,14 +316,18 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     (load benchmarks use thousands of tokens and positions; nothing else sets these)."""
     from engine.core.stages import StageError, check_settings
 
+    network = "paper"
     if settings.mode != "paper":
         from engine.guards import live_mode
 
-        await live_mode(settings)  # raises SettingsError with the first reason it cannot start
-    from engine.venues.choose import market_for, open_world, own_opportunities
+        network = await live_mode(settings)  # raises SettingsError with the first reason it cannot start
+    from engine.venues.choose import load_markets, open_world, own_opportunities, policy_json
 
-    market = market or market_for(settings)
-    policy = policy_for(settings, market, stages)
+    try:
+        market = market or await load_markets(settings)
+    except VenueError as exc:
+        raise SettingsError(str(exc)) from None
+    policy = policy_for(settings, market, stages, network)
     source = JsonlSource(signals, market) if signals else None  # a bad path fails before anything is taken
     try:
         home, ownership, writer, book = await _own(settings, command, policy)
@@ -327,7 +356,11 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     sequencer = Sequencer(book, writer).start()
     eventlog.subscribe(sequencer, settings)  # before the first command: every committed event is logged
     engine = Engine(settings, writer, sequencer, world, source, ownership)
+    engine.network = network
     try:
+        if settings.mode != "paper":  # what the chain said its tokens are: read amounts by it from now on
+            for name, chain in sorted(market.items()):
+                await sequencer.submit(RecordMarket(name, policy_json(chain.policy()), engine.now()))
         await engine.fund()
         engine.last_reconciliation = await engine.reconcile()  # before any new entry
         await engine.start_run(command, purpose)

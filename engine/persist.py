@@ -261,7 +261,7 @@ def table_images(query, live_only: bool = False) -> dict[str, dict]:
     images["deposits"] = {ref: int(v) for ref, v in query("SELECT ref, amount FROM deposits")}
     meta = {}
     for key, value in query("SELECT key, value FROM meta"):
-        meta[key] = _META_DECODE.get(key, int)(value)
+        meta[key] = _META_DECODE.get(key, str if key.startswith("market:") else int)(value)
     images["meta"] = meta
     images["inbox"] = {} if live_only else {i: (s, r, at) for i, s, r, at in query(
         "SELECT id, state, result, decided_at FROM inbox WHERE state = 'done' OR state = 'refused' OR state = 'failed'")}

@@ -28,3 +28,27 @@ def one_error_line(result) -> str:
     assert lines[0].startswith("error: "), result.stderr
     assert "Traceback" not in result.stderr
     return lines[0]
+
+
+def put_book_in_stage(home, name: str) -> None:
+    """Move a book's stage through the engine's own commands, evidence taken as given.
+
+    A test seam, used only to reach a stage beyond paper (whose evidence takes hours of trading):
+    the promotion path itself is tested with real evidence in tests/cli/test_rollout.py."""
+    import asyncio
+
+    from engine.core.messages import ChangeStage
+    from engine.core.stages import ORDER
+    from engine.kernel import open_book
+    from engine.settings import load_settings
+
+    async def go():
+        owner = await open_book(load_settings(home=home, profile="paper"), "test")
+        try:
+            for previous, following in zip(ORDER, ORDER[1:ORDER.index(name) + 1]):
+                result = await owner.sequencer.submit(ChangeStage(following, previous, (), "{}", "test", owner.now()))
+                assert result.accepted, result.reason
+        finally:
+            await owner.close()
+
+    asyncio.run(go())

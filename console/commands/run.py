@@ -25,8 +25,9 @@ def _progress(engine, every_s: float = 2.0):
         cash = "  ".join(
             f"{name} {money(_whole(book.balance(name, 'quote', 'cash'), spec.quote_decimals))}"
             for name, spec in sorted(book.policy.chains.items()))
+        block = f"block {eng.world.height}  " if eng.world.height is not None else ""
         sys.stderr.write(
-            f"block {eng.world.height}  opened {eng.stats.opened}  closed {eng.stats.closed}  "
+            f"{block}opened {eng.stats.opened}  closed {eng.stats.closed}  "
             f"open {len(book.positions.base)}  in flight {len(book.orders.base)}  "
             f"state {book.trading_state.value}  cash: {cash}\n")
         sys.stderr.flush()
@@ -97,5 +98,6 @@ async def _run(settings, duration, signals) -> None:
     finally:
         stats, book = engine.stats, engine.book
         await engine.close()
-        sys.stderr.write(f"stopped: {stats.ticks} blocks, {stats.opened} opened, {stats.closed} closed, "
+        steps = "blocks" if engine.world.height is not None else "steps"
+        sys.stderr.write(f"stopped: {stats.ticks} {steps}, {stats.opened} opened, {stats.closed} closed, "
                          f"{len(book.positions.base)} open, {len(book.orders.base)} orders in flight\n")

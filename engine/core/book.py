@@ -247,6 +247,11 @@ TABLES = (
     "inbox",
 )
 
+def market_key(chain: str) -> str:
+    """Meta key: a live chain's market as last read from the chain (JSON; see RecordMarket)."""
+    return f"market:{chain}"
+
+
 def rejections_key(chain: str) -> str:
     """Meta key: broadcasts the node refused in a row on `chain` (the rejection breaker's count)."""
     return f"rejected:{chain}"

@@ -29,6 +29,7 @@ from engine.core.book import (
     Order,
     Position,
     Reservation,
+    market_key,
     rejected_at_key,
     rejections_key,
 )
@@ -53,6 +54,7 @@ from engine.core.messages import (
     Heartbeat,
     InboxAnswered,
     MarkBroadcast,
+    MarketRecorded,
     MarkPrices,
     NonceFloorRaised,
     NoopRequested,
@@ -73,6 +75,7 @@ from engine.core.messages import (
     RecordDrill,
     RecordFailure,
     RecordFill,
+    RecordMarket,
     RecordReconciliation,
     RecordSubmission,
     RecordUnknown,
@@ -442,6 +445,12 @@ def _decide_answer(book: Book, cmd: AnswerInbox) -> list:
     return [InboxAnswered(cmd.inbox_id, cmd.state, cmd.result, cmd.at, cmd.by)]
 
 
+def _decide_market(book: Book, cmd: RecordMarket) -> list:
+    if book.meta.get(market_key(cmd.chain)) == cmd.policy:
+        return []  # the same market as last time: nothing to record
+    return [MarketRecorded(cmd.chain, cmd.policy, cmd.at)]
+
+
 def _decide_floor(book: Book, cmd: RaiseNonceFloor) -> list:
     state = book.nonces.get((cmd.chain, cmd.address)) or NonceState()
     if cmd.floor <= state.floor:
@@ -537,6 +546,7 @@ _DECIDERS = {
     MarkPrices: _decide_marks,
     SetTradingState: _decide_state,
     RaiseNonceFloor: _decide_floor,
+    RecordMarket: _decide_market,
     RecordReconciliation: _decide_reconciliation,
     AcceptReconciliation: _decide_accept,
     FromInbox: _decide_from_inbox,
@@ -706,6 +716,10 @@ def _evolve_noop(book: Book, e: NoopRequested) -> None:
     book.meta.put("next_order", e.order_id + 1)
 
 
+def _evolve_market(book: Book, e: MarketRecorded) -> None:
+    book.meta.put(market_key(e.chain), e.policy)
+
+
 def _evolve_approval(book: Book, e: ApprovalRequested) -> None:
     book.reservations.put(e.reservation_id, Reservation(
         e.reservation_id, "approve", e.chain, "", 0, e.fee_reserve, "held", e.order_id, None, e.at))
@@ -773,6 +787,7 @@ _EVOLVERS = {
     OrderAbandoned: _evolve_abandoned,
     NoopRequested: _evolve_noop,
     ApprovalRequested: _evolve_approval,
+    MarketRecorded: _evolve_market,
     PricesMarked: _evolve_marked,
     TradingStateChanged: _evolve_state,
     NonceFloorRaised: _evolve_floor,

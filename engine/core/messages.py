@@ -155,6 +155,16 @@ class RaiseNonceFloor:
     at: int
 
 
+@dataclass(frozen=True, slots=True)
+class RecordMarket:
+    """A live chain's market as read from the chain at start (token symbols and decimals): kept in
+    the book, so that commands that start no engine read amounts as the engine traded them."""
+
+    chain: str
+    policy: str  # JSON (engine/venues/choose.py policy_json)
+    at: int
+
+
 Difference = tuple[str, str, int, int]  # (chain, asset, venue says, book says)
 
 
@@ -263,6 +273,7 @@ Command = (
     | MarkPrices
     | SetTradingState
     | RaiseNonceFloor
+    | RecordMarket
     | RecordReconciliation
     | AcceptReconciliation
     | FromInbox
@@ -402,6 +413,13 @@ class NoopRequested:
     replaces: int
     at: int
     postings: tuple[Posting, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRecorded:
+    chain: str
+    policy: str
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,6 +599,7 @@ Event = (
     | OrderAbandoned
     | NoopRequested
     | ApprovalRequested
+    | MarketRecorded
     | PositionOpened
     | PositionClosed
     | PricesMarked

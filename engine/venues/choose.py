@@ -2,25 +2,52 @@
 
 The kernel asks here and knows nothing of the answer but the port (engine/venues/port.py):
 paper mode trades the simulated market's chains; live mode, each configured chain on the venue
-of its `kind`.
+of its `kind`. A live chain's market (token symbols and decimals) is read from the chain when an
+engine starts and recorded in the book, so that commands that start no engine (status,
+positions) read amounts with the decimals the engine traded with.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from engine.core.book import ChainPolicy
 from engine.venues.port import Market, VenueError, World
 
-NOT_YET = "mode live: the EVM and Solana executors are not in this version; run paper (--profile paper) meanwhile"
+SOLANA_NOT_YET = "chain {name}: kind solana is not in this version (the Solana venue comes next); trade EVM or paper"
+DRY_RUN_LIVE = ("mode live with dry run on sends nothing: set BOTCTL_DRY_RUN=false to trade this stage's "
+                "network, or run paper (--profile paper)")
 
 
-def market_for(settings) -> dict[str, Market]:
-    """The chains this engine trades and the tokens signals may name on each."""
+def market_for(settings, recorded: dict[str, ChainPolicy] | None = None) -> dict[str, Market]:
+    """The chains a command that starts no engine reads the book with (live: as last recorded)."""
     if settings.mode == "paper":
         from engine.venues.paper.market import CHAINS
 
         return CHAINS
-    return {}  # live chains are read from the config and the chain when their venue opens
+    return {name: _Recorded(policy) for name, policy in (recorded or {}).items()}
+
+
+async def load_markets(settings) -> dict[str, Market]:
+    """The chains an engine trades and the tokens signals may name on each (live: read from the chains)."""
+    if settings.mode == "paper":
+        return market_for(settings)
+    if settings.dry_run:
+        raise VenueError(DRY_RUN_LIVE)
+    from engine.venues.evm.market import load_market
+    from wallet.keystore import DEFAULT_KEYSTORE, KeystoreError, address_of, check, resolve
+
+    markets: dict[str, Market] = {}
+    for name, chain in sorted(settings.chains.items()):
+        if chain.kind != "evm":
+            raise VenueError(SOLANA_NOT_YET.format(name=name))
+        try:  # the address is public in the keystore: the key is unlocked only when the world opens
+            address = address_of(check(resolve(settings.home, chain.keystore or DEFAULT_KEYSTORE)))
+        except KeystoreError as exc:
+            raise VenueError(f"chain {name}: {exc}") from None
+        markets[name] = await load_market(name, chain, address)
+    return markets
 
 
 async def open_world(settings, home: Path, market: dict[str, Market], must_exist: bool) -> World:
@@ -30,7 +57,9 @@ async def open_world(settings, home: Path, market: dict[str, Market], must_exist
         from engine.venues.paper.world import open_world as open_paper
 
         return await open_paper(home, market, settings, must_exist)
-    raise VenueError(NOT_YET)
+    from engine.venues.evm.world import open_world as open_evm
+
+    return await open_evm(settings, home, market, must_exist)
 
 
 def own_opportunities(settings, world: World, market: dict[str, Market]):
@@ -59,3 +88,31 @@ def stored_now_ms(settings) -> int | None:
 
         return paper_now(Path(settings.home))
     return None
+
+
+def policy_json(policy: ChainPolicy) -> str:
+    """A chain's policy as the book records it (meta `market:<chain>`)."""
+    return json.dumps({"kind": policy.kind, "address": policy.address, "quote_decimals": policy.quote_decimals,
+                       "native_decimals": policy.native_decimals, "tokens": policy.tokens,
+                       "quote_native": policy.quote_native, "approvals": policy.approvals}, sort_keys=True)
+
+
+def policy_from_json(name: str, text: str) -> ChainPolicy:
+    data = json.loads(text)
+    return ChainPolicy(name, data["kind"], data["address"], data["quote_decimals"], data["native_decimals"],
+                       dict(data["tokens"]), quote_native=data["quote_native"], approvals=data["approvals"])
+
+
+class _Recorded:
+    """A live chain as the book recorded it: enough to read amounts, nothing to trade with."""
+
+    def __init__(self, policy: ChainPolicy):
+        self._policy = policy
+        self.name = policy.name
+        self.quote_decimals = policy.quote_decimals
+
+    def resolve(self, token: str) -> str | None:
+        return token if token in self._policy.tokens else None
+
+    def policy(self) -> ChainPolicy:
+        return self._policy

@@ -152,6 +152,7 @@ class ChainPort(Protocol):
 
 class World(Protocol):
     ports: dict[str, ChainPort]
+    concurrency: int  # orders the driver advances at once (paper: 1, so that a seed replays exactly)
 
     def now_ms(self) -> int:
         """The engine's clock: every event is dated by it, every rule takes its time from it."""

@@ -16,6 +16,7 @@ import pytest
 
 import terminal
 from chains.evm_tester import serve
+from clikit import put_book_in_stage
 
 FAST = {"BOTCTL_SYNCHRONOUS": "NORMAL"}  # the long run's commits need not reach the platter here
 
@@ -208,30 +209,6 @@ def test_the_wizard_walks_the_checklist_and_records_what_the_operator_does(botct
 # --------------------------------------------------------------------------- live funds at start
 
 
-def put_book_in_stage(home, name: str) -> None:
-    """Move a book's stage through the engine's own commands, evidence taken as given.
-
-    A test seam, used only to reach a live-funds stage (whose evidence needs live executors that
-    do not exist yet): the promotion path itself is tested above with real evidence."""
-    import asyncio
-
-    from engine.core.messages import ChangeStage
-    from engine.core.stages import ORDER
-    from engine.kernel import open_book
-    from engine.settings import load_settings
-
-    async def go():
-        owner = await open_book(load_settings(home=home, profile="paper"), "test")
-        try:
-            for previous, following in zip(ORDER, ORDER[1:ORDER.index(name) + 1]):
-                result = await owner.sequencer.submit(ChangeStage(following, previous, (), "{}", "test", owner.now()))
-                assert result.accepted, result.reason
-        finally:
-            await owner.close()
-
-    asyncio.run(go())
-
-
 def test_live_funds_need_every_guard_then_the_word_live_on_a_terminal(botctl, home, tmp_path):
     from chains.solana_stub import serve as solana
 
@@ -254,10 +231,10 @@ def test_live_funds_need_every_guard_then_the_word_live_on_a_terminal(botctl, ho
         code, shown = converse(home, ["run", "--duration", "5"], ["yes"], live)
         assert code == 1 and "type LIVE to go on" in shown and "not started" in shown
         code, shown = converse(home, ["run", "--duration", "5"], ["LIVE"], live)
-        assert code == 2 and "executors are not in this version" in shown
-        # A dry run needs no confirmation (and no keys): nothing would move.
+        assert code == 2 and "kind solana is not in this version" in shown
+        # A dry run needs no confirmation (and no keys): nothing would move, and nothing starts.
         out = botctl("run", "--duration", "5", env={"BOTCTL_PROFILE": "soft-launch"})
-        assert out.returncode == 2 and "executors are not in this version" in out.stderr
+        assert out.returncode == 2 and "dry run on sends nothing" in out.stderr
 
 
 def test_a_drill_that_cannot_run_says_why_and_records_nothing(botctl):

@@ -22,9 +22,9 @@ import pytest
 
 from engine.core.reconcile import differences
 from engine.kernel import CRASH_POINTS, policy_for
-from engine.venues.paper.market import CHAINS
 from engine.persist import load_book
 from engine.settings import load_settings
+from engine.venues.paper.market import CHAINS
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from collections import Counter
 from decimal import Decimal
 
 from engine.driver import OrderDriver
-from engine.venues.port import Accepted, Outcome, Quote, Signed
 from engine.kernel import build
 from engine.settings import load_settings
+from engine.venues.port import Accepted, Outcome, Quote, Signed
 
 from builders import FEE, NOW, policy, reserve, sign, usd
 from paperkit import audited, conservation, settle

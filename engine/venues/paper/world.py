@@ -38,6 +38,8 @@ class PaperPort:
 
 
 class PaperWorld:
+    concurrency = 1  # one order at a time: a seed replays exactly
+
     def __init__(self, link: VenueLink, faults: Faults):
         self.link = link
         self.venue: PaperVenue = link.venue

@@ -25,7 +25,15 @@ from decimal import Decimal
 from typing import Callable
 
 from engine.core.book import Order
-from engine.core.messages import AbandonOrder, MarkBroadcast, RecordFailure, RecordFill, RecordSubmission, RecordUnknown
+from engine.core.messages import (
+    AbandonOrder,
+    MarkBroadcast,
+    RecordFailure,
+    RecordFill,
+    RecordSubmission,
+    RecordUnknown,
+    ReplaceSubmission,
+)
 from engine.sequencer import Sequencer
 from engine.venues.port import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
 
@@ -83,11 +91,14 @@ class OrderDriver:
                     quote = await executor.quote(order)
                     signed = await executor.sign(order, quote, self.slippage_bps)
             except ExecutorError as exc:
+                if order.intent == "noop":  # its nonce must be filled whatever happens: it waits, never gives up
+                    self._resume_at[(order.chain, True)] = self.clock() + MAX_BACKOFF_MS
+                    return f"waiting: {exc}"
                 refill = await executor.fee_reserve() if order.nonce is not None else 0
                 await submit(AbandonOrder(order.id, str(exc), self.clock(), refill))
                 return f"abandoned: {exc}"
             result = await submit(RecordSubmission(order.id, signed.tx_id, signed.raw, signed.expiry,
-                                                   quote.quoted_out, signed.min_out, self.clock()))
+                                                   quote.quoted_out, signed.min_out, self.clock(), signed.fees))
             if not result.accepted:
                 log.warning("order %s: submission refused: %s", order.id, result.reason)
                 return f"refused: {result.reason}"
@@ -144,4 +155,31 @@ class OrderDriver:
         if outcome.status == "missing":
             # Not on the chain and not provably dead: send the same bytes again.
             return "rebroadcast, " + await self._broadcast(executor, order)
+        stuck_after = getattr(executor, "stuck_after_ms", None)
+        if stuck_after is not None and order.nonce is not None and self.clock() - order.updated_at >= stuck_after:
+            return await self._unstick(executor, order)
         return "pending"
+
+    async def _unstick(self, executor: Executor, order: Order) -> str:
+        """A transaction not mined in time: replaced at its nonce with both fees raised, within the
+        cap; when that cannot go, cancelled at its nonce (its own cap), so later nonces are not
+        blocked. Each attempt is committed before it is sent, and every earlier one is kept."""
+        cancel = False
+        signed = await executor.replace(order)
+        if signed is None:
+            signed, cancel = await executor.cancel(order), True
+        if signed is None:
+            return "pending: stuck, and no replacement fits the caps"
+        result = await self.sequencer.submit(ReplaceSubmission(order.id, signed.tx_id, signed.raw, signed.fees or "{}",
+                                                               self.clock(), cancel))
+        if not result.accepted:
+            return f"pending: replacement refused: {result.reason}"
+        current = self._current(order.id)
+        try:
+            sent = await executor.broadcast(current)
+        except Exception as exc:  # the earlier attempts stand; the next look-up decides
+            sent = Unknown(f"broadcast error: {exc}")
+        what = "cancelled" if cancel else "replaced"
+        log.info("order %s: %s at nonce %s with %s (%s)", order.id, what, order.nonce, signed.tx_id,
+                 type(sent).__name__)
+        return f"{what}: {type(sent).__name__.lower()}"

@@ -207,6 +207,12 @@ class EventLog:
             self._emit(INFO, "OrderSigned", f"order {e.order_id}: {intent}signed as tx {e.tx_id} (write-ahead{until})",
                        ids)
 
+    def _replaced(self, e: m.OrderReplaced) -> None:
+        ids, _order = self._order_ids(e.order_id)
+        what = "cancelled by a zero-value transfer to ourselves" if e.cancel else "replaced with both fees raised"
+        self._emit(WARNING, "OrderReplaced", f"order {e.order_id}: not mined in time, {what} as tx {e.tx_id} "
+                   f"(fees {e.fees}; every earlier attempt is kept and may still be the one mined)", ids)
+
     def _submitted(self, e: m.OrderSubmitted) -> None:
         if self.info:
             ids, order = self._order_ids(e.order_id)
@@ -301,7 +307,10 @@ class EventLog:
             self._emit(level, "TradingStateChanged", text, {"by": e.by, "reason": e.reason})
 
     def _floor(self, e: m.NonceFloorRaised) -> None:
-        if self.info:
+        if e.foreign:
+            self._emit(WARNING, "NonceFloorRaised", f"{e.foreign} transaction(s) from our key {e.address} on {e.chain} "
+                       f"that botctl did not send: our nonces continue at {e.floor}, above them", {"chain": e.chain})
+        elif self.info:
             self._emit(INFO, "NonceFloorRaised", f"nonce floor of {e.address} on {e.chain} raised to {e.floor}",
                        {"chain": e.chain})
 
@@ -415,6 +424,7 @@ _HANDLERS = {
     m.OrderOutcomeUnknown: EventLog._unknown,
     m.OrderAbandoned: EventLog._abandoned,
     m.NoopRequested: EventLog._noop,
+    m.OrderReplaced: EventLog._replaced,
     m.ApprovalRequested: EventLog._approval,
     m.PositionOpened: EventLog._opened,
     m.PositionClosed: EventLog._closed,

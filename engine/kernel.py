@@ -48,6 +48,7 @@ log = logging.getLogger("botctl.kernel")
 
 DB_NAME = "botctl.db"
 HEARTBEAT_MS = 60_000
+FLOOR_SYNC_MS = 5_000  # live: how often the chains' pending counts are compared with our nonces
 
 
 class EngineFailed(Exception):
@@ -170,6 +171,8 @@ class Engine:
         self.run_id = f"{os.getpid()}-{int(time.time() * 1000)}"
         self.network = "paper"  # where this engine trades (paper | testnet | mainnet): rollout evidence
         self._last_beat: int | None = None
+        self._floors_at = 0
+        self._silent: set[str] = set()  # live chains whose node did not answer the last periodic read
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
 
@@ -202,6 +205,30 @@ class Engine:
         await self.sequencer.submit(RecordReconciliation(found, len(resolved), self.now(), by))
         return Reconciliation(resolved, found)
 
+    async def sync_floors(self) -> None:
+        """The chain's pending count is a floor (DESIGN 8): a count beyond every nonce we handed out
+        is a transaction from our key that botctl did not send. Reported, and never collided with:
+        our next nonces go above it."""
+        from engine.core.book import NonceState
+        from engine.core.messages import RaiseNonceFloor
+
+        for name, port in sorted(self.ports.items()):
+            spec = self.book.policy.chains.get(name)
+            if spec is None or not spec.uses_nonces:
+                continue
+            try:
+                pending = await port.pending_nonce(spec.address)
+            except Exception as exc:
+                if self.world.height is not None:
+                    raise
+                self._unreachable(name, "reading the pending nonce", exc)
+                continue
+            state = self.book.nonces.get((name, spec.address)) or NonceState()
+            ours = max(state.next, state.floor)
+            if pending is not None and pending > ours:
+                await self.sequencer.submit(RaiseNonceFloor(name, spec.address, pending, self.now(), pending - ours))
+        self._floors_at = self.now()
+
     async def start_run(self, command: str, purpose: str = "trade") -> None:
         """Journal who runs the book, where it trades, and in which stage (rollout evidence)."""
         from engine.core.messages import StartRun
@@ -223,25 +250,59 @@ class Engine:
         now = self.now()
         submit = self.sequencer.submit
         await self._beat(now)
+        live = self.world.height is None
         for chain, port in sorted(self.ports.items()):
-            prices = await port.marks(sorted({p.token for p in self.book.open_positions() if p.chain == chain}))
+            try:
+                prices = await port.marks(sorted({p.token for p in self.book.open_positions() if p.chain == chain}))
+            except Exception as exc:
+                if not live:  # the paper venue is a local file: its failure is the machine's, and stops us
+                    raise
+                self._unreachable(chain, "reading marks", exc)
+                continue
+            self._answered(chain)
             await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
+        if self.world.height is None and now - self._floors_at >= FLOOR_SYNC_MS:  # live: another hand on our key?
+            await self.sync_floors()
         await self.driver.advance_all(self.world.concurrency)
         if not self.automatic:
             return
+        refusals: dict[str, str | None] = {}  # per chain, asked once a tick, only when something would be sent
         for position_id, reason in exits_due(self.book, now, self.rules):
             position = self.book.positions.get(position_id)
+            if await self._refusal(position.chain, refusals):
+                continue  # the exit stays due: asked again next tick, when the chain may take it
             fee = await self.executors[position.chain].fee_reserve()
             if (await submit(RequestClose(position_id, reason, fee, now))).accepted:
                 crash_point("after_close_commit")
         for opportunity in self.source.poll(height, now) if self.source is not None else ():
             fee = await self.executors[opportunity.chain].fee_reserve()
             result = await submit(ReserveEntry(opportunity.chain, opportunity.token, opportunity.amount, fee, now,
-                                               signal_id=opportunity.id, source=type(self.source).__name__))
+                                               signal_id=opportunity.id, source=type(self.source).__name__,
+                                               refused=await self._refusal(opportunity.chain, refusals)))
             if result.accepted:
                 crash_point("after_reserve_commit")
         await self.driver.advance_all(self.world.concurrency, only_new=True)
         self.stats.ticks += 1
+
+    async def _refusal(self, chain: str, asked: dict[str, str | None]) -> str | None:
+        """Can `chain` take a transaction now? (EVM: a base fee above the cap cannot; paper always can.)"""
+        if chain not in asked:
+            refusal = getattr(self.executors[chain], "refusal", None)
+            asked[chain] = await refusal() if refusal is not None else None
+        return asked[chain]
+
+    def _unreachable(self, chain: str, what: str, exc: BaseException) -> None:
+        """A live chain's node did not answer a periodic read: skipped this time, said once per outage.
+        Orders in flight keep their funds held; everything settles when it answers again."""
+        if chain not in self._silent:
+            self._silent.add(chain)
+            log.warning("chain %s: %s failed (%s: %s); retried every tick, funds stay held", chain, what,
+                        type(exc).__name__, exc)
+
+    def _answered(self, chain: str) -> None:
+        if chain in self._silent:
+            self._silent.discard(chain)
+            log.warning("chain %s answers again", chain)
 
     def stop(self) -> None:
         self._stop.set()
@@ -362,6 +423,8 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
             for name, chain in sorted(market.items()):
                 await sequencer.submit(RecordMarket(name, policy_json(chain.policy()), engine.now()))
         await engine.fund()
+        if settings.mode != "paper":
+            await engine.sync_floors()  # a transaction sent from our key while we were away
         engine.last_reconciliation = await engine.reconcile()  # before any new entry
         await engine.start_run(command, purpose)
     except BaseException:

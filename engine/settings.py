@@ -64,6 +64,10 @@ class ChainSettings(BaseModel):
     jupiter_url: str = "https://api.jup.ag/swap/v1"
     quote_mint: str | None = None
     confirmations: int = Field(1, ge=0)
+    replace_after_s: int = Field(60, ge=1, le=86_400, description="an EVM tx not mined this long is replaced")
+    cancel_gas_price_gwei: int | None = Field(None, ge=1, description="cap of a cancellation (default: 2x the cap)")
+    gas_reserve: Decimal = Field(Decimal("0.05"), ge=0, description="coin set aside for fees when the quote is the "
+                                 "coin itself (quote_token = \"native\"), at the book's first start")
 
     @field_validator("rpc_url", "jupiter_url")
     @classmethod
@@ -102,6 +106,10 @@ class PaperSettings(BaseModel):
     volatility_bps: int = Field(40, ge=0, le=2_000)
     slippage_noise_bps: int = Field(60, ge=0, le=2_000)
     expiry_blocks: int = Field(30, ge=2)
+    block_ms: int | None = Field(None, ge=1, le=60_000, description=(
+        "simulated milliseconds per block of a new venue (default 1000); an existing one keeps its own. On paper "
+        "--duration and speed count blocks, so tests lengthen it to run a simulated day in fewer of them. At most "
+        "a minute: the engine beats once a minute, and exits and cooldowns are measured in seconds"))
 
     @field_validator("deposit_usd", "native_deposit")
     @classmethod

@@ -216,6 +216,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE orders_v4 RENAME TO orders;
     CREATE INDEX orders_state ON orders (state);
     """,
+    # 5: every signed attempt at an EVM order's nonce is kept (replacements and cancellations):
+    # the current attempt's fee fields, and the earlier attempts, any of which may be mined
+    """
+    ALTER TABLE orders ADD COLUMN fees TEXT;
+    ALTER TABLE orders ADD COLUMN attempts TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

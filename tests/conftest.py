@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,6 +31,24 @@ async def make_engine(tmp_path):
             await h.close()
         except Exception:  # a test may have left the sequencer dead: still free the writer
             await h.writer.close()
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """`prepared(home, name, make)`: the home `make(path)` builds (a book from a seeded paper run, say),
+    built once per test process under `name` and copied to `home` for each test that asks: a seed
+    replays exactly, so every copy is the book that test would have built itself, minus the time."""
+    made: dict[str, Path] = {}
+
+    def copy(home: Path, name: str, make) -> Path:
+        if name not in made:
+            source = tmp_path_factory.mktemp("prepared") / "home"
+            make(source)
+            made[name] = source
+        shutil.copytree(made[name], home, symlinks=True)  # modes too: a home is 0700, its files 0600
+        return home
+
+    return copy
 
 
 LONGEST_FIRST = ("test_promotion_rests_on_evidence_from_real_runs_and_drills",)  # minutes, not seconds

@@ -108,7 +108,8 @@ _ORDER_EVENTS = frozenset({EntryReserved, CloseRequested, OrderSigned, OrderSubm
                            PositionClosed,
                            PositionOpened, ReconciliationAccepted})
 LOGGED = frozenset({Deposited, EntryReserved, CloseRequested, CloseDenied, OrderFailed, BreakerTripped,
-                    OrderOutcomeUnknown, OrderAbandoned, NoopRequested, ApprovalRequested, PositionOpened, PositionClosed, TradingStateChanged, Reconciled,
+                    OrderOutcomeUnknown, OrderAbandoned, NoopRequested, ApprovalRequested, NonceFloorRaised,
+                    PositionOpened, PositionClosed, TradingStateChanged, Reconciled,
                     ReconciliationAccepted, InboxAnswered, CommandRejected, StageChanged, AttestationRecorded,
                     DrillRecorded})
 
@@ -466,6 +467,9 @@ def log_line(book: Book, event, where: dict[int, tuple[str, str]] | None = None)
         style = {TradingState.ACTIVE: GREEN, TradingState.REDUCING: YELLOW, TradingState.HALTED: RED}[event.state]
         return (f"{at} trading {event.previous.value} -> {event.state.value} by {event.by}"
                 f"{': ' + event.reason if event.reason else ''}", "bold " + style)
+    if kind is NonceFloorRaised and event.foreign:
+        return (f"{at} {event.foreign} transaction(s) from our key on {event.chain} that botctl did not send: "
+                f"nonces continue at {event.floor}", "bold " + RED)
     if kind is Reconciled:
         what = f"{len(event.differences)} difference(s) to review" if event.differences else "no differences"
         return f"{at} reconciled {event.resolved} order(s): {what}", YELLOW if event.differences else DIM

@@ -13,6 +13,7 @@ flight); a closed position is written to the database and then forgotten here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable, Iterator
@@ -81,6 +82,29 @@ class Order:
     quoted_out: int | None = None
     min_out: int | None = None
     reason: str | None = None
+    fees: str | None = None  # the current attempt's fee fields (EVM), JSON: {"max_fee", "tip", "cancel"}
+    attempts: str | None = None  # every earlier attempt at this nonce, JSON list (see Attempt)
+
+    def all_attempts(self) -> list["Attempt"]:
+        """Every signed attempt at this order's nonce, the current one last: any may be mined."""
+        earlier = [Attempt(**a) for a in json.loads(self.attempts)] if self.attempts else []
+        if self.tx_id is None:
+            return earlier
+        fees = json.loads(self.fees) if self.fees else {}
+        return earlier + [Attempt(self.tx_id, self.raw.hex() if self.raw else "", fees.get("max_fee"),
+                                  fees.get("tip"), bool(fees.get("cancel")), self.updated_at)]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One signed transaction at an order's nonce: kept for as long as the order is in flight."""
+
+    tx_id: str
+    raw: str  # hex
+    max_fee: int | None
+    tip: int | None
+    cancel: bool
+    at: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ from engine.core.messages import (
     OrderFailed,
     OrderFilled,
     OrderOutcomeUnknown,
+    OrderReplaced,
     OrderSigned,
     OrderSubmitted,
     PositionClosed,
@@ -79,6 +80,7 @@ from engine.core.messages import (
     RecordReconciliation,
     RecordSubmission,
     RecordUnknown,
+    ReplaceSubmission,
     RequestClose,
     ReserveEntry,
     RunStarted,
@@ -184,6 +186,8 @@ def _decide_deposit(book: Book, cmd: Deposit) -> list:
 
 
 def _decide_reserve(book: Book, cmd: ReserveEntry) -> list:
+    if cmd.refused:  # decided once (the signal is taken), and nothing is reserved or numbered for it
+        return [EntryDenied(cmd.chain, cmd.token, cmd.refused, cmd.signal_id, cmd.at)]
     try:
         amount = check_entry(book, cmd)
     except Denied as denied:
@@ -230,7 +234,8 @@ def _decide_close(book: Book, cmd: RequestClose) -> list:
     chain = book.policy.chains[position.chain]
     approval = _approval(book, chain, position.token, position.size, cmd.fee_reserve, cmd.at)
     if cmd.fee_reserve * (1 + len(approval)) > book.balance(position.chain, "native", "cash"):
-        return [CloseDenied(cmd.position_id, f"insufficient native balance on {position.chain} for network fees", cmd.at)]
+        return [CloseDenied(cmd.position_id, f"insufficient native balance on {position.chain} for network fees",
+                            cmd.at)]
     taken = len(approval)
     nonce = _next_nonce(book, chain.name, chain.address) + taken if chain.uses_nonces else None
     postings = ()
@@ -260,7 +265,24 @@ def _decide_submission(book: Book, cmd: RecordSubmission) -> list:
         if order.tx_id == cmd.tx_id:
             return []  # a retry of what is already recorded
         return _reject(cmd, f"order {order.id} is {order.state}: already signed as {order.tx_id}", str(order.id))
-    return [OrderSigned(order.id, cmd.tx_id, cmd.raw, cmd.expiry, cmd.quoted_out, cmd.min_out, cmd.at)]
+    return [OrderSigned(order.id, cmd.tx_id, cmd.raw, cmd.expiry, cmd.quoted_out, cmd.min_out, cmd.at, cmd.fees)]
+
+
+def _decide_replace(book: Book, cmd: ReplaceSubmission) -> list:
+    """A new attempt at a sent order's nonce. Only an order that was broadcast (or may have been)
+    has one: a signed one not yet sent needs no replacement, it needs sending."""
+    order = book.orders.get(cmd.order_id)
+    if order is None or order.state not in ("submitted", "unknown"):
+        return _settled(cmd, order) if order is None or order.state not in SENT else \
+            _reject(cmd, f"order {order.id} is {order.state}: broadcast it before replacing it", str(order.id))
+    if order.nonce is None:
+        return _reject(cmd, f"order {order.id} has no nonce to replace at", str(order.id))
+    if any(a.tx_id == cmd.tx_id for a in order.all_attempts()):
+        return []  # this attempt is already recorded
+    current = order.all_attempts()[-1]
+    replaced = json.dumps({"tx_id": current.tx_id, "raw": current.raw, "max_fee": current.max_fee,
+                           "tip": current.tip, "cancel": current.cancel, "at": current.at}, sort_keys=True)
+    return [OrderReplaced(order.id, cmd.tx_id, cmd.raw, cmd.fees, replaced, cmd.at, cmd.cancel)]
 
 
 SENT = frozenset({"signed", "submitted", "unknown"})  # signed bytes exist, outcome not recorded
@@ -455,7 +477,7 @@ def _decide_floor(book: Book, cmd: RaiseNonceFloor) -> list:
     state = book.nonces.get((cmd.chain, cmd.address)) or NonceState()
     if cmd.floor <= state.floor:
         return []
-    return [NonceFloorRaised(cmd.chain, cmd.address, cmd.floor, cmd.at)]
+    return [NonceFloorRaised(cmd.chain, cmd.address, cmd.floor, cmd.at, cmd.foreign)]
 
 
 def _decide_reconciliation(book: Book, cmd: RecordReconciliation) -> list:
@@ -547,6 +569,7 @@ _DECIDERS = {
     SetTradingState: _decide_state,
     RaiseNonceFloor: _decide_floor,
     RecordMarket: _decide_market,
+    ReplaceSubmission: _decide_replace,
     RecordReconciliation: _decide_reconciliation,
     AcceptReconciliation: _decide_accept,
     FromInbox: _decide_from_inbox,
@@ -626,7 +649,17 @@ def _evolve_close_requested(book: Book, e: CloseRequested) -> None:
 def _evolve_signed(book: Book, e: OrderSigned) -> None:
     order = book.orders.get(e.order_id)
     book.orders.put(order.id, replace(order, state="signed", tx_id=e.tx_id, raw=e.raw, expiry=e.expiry,
-                                      quoted_out=e.quoted_out, min_out=e.min_out, updated_at=e.at))
+                                      quoted_out=e.quoted_out, min_out=e.min_out, updated_at=e.at, fees=e.fees))
+
+
+def _evolve_replaced(book: Book, e: OrderReplaced) -> None:
+    order = book.orders.get(e.order_id)
+    earlier = json.loads(order.attempts) if order.attempts else []
+    earlier.append(json.loads(e.replaced))
+    fees = json.loads(e.fees)
+    fees["cancel"] = e.cancel
+    book.orders.put(order.id, replace(order, tx_id=e.tx_id, raw=e.raw, fees=json.dumps(fees, sort_keys=True),
+                                      attempts=json.dumps(earlier, sort_keys=True), updated_at=e.at))
 
 
 def _evolve_submitted(book: Book, e: OrderSubmitted) -> None:
@@ -779,6 +812,7 @@ _EVOLVERS = {
     CloseRequested: _evolve_close_requested,
     OrderSigned: _evolve_signed,
     OrderSubmitted: _evolve_submitted,
+    OrderReplaced: _evolve_replaced,
     OrderOutcomeUnknown: _evolve_unknown,
     OrderFilled: _evolve_filled,
     PositionOpened: _evolve_opened,

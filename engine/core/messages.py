@@ -58,6 +58,7 @@ class ReserveEntry:
     at: int
     signal_id: str | None = None
     source: str = "engine"
+    refused: str | None = None  # the chain cannot take a transaction now (why): denied, no nonce taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,21 @@ class RecordSubmission:
     quoted_out: int
     min_out: int
     at: int
+    fees: str | None = None  # EVM: the attempt's fee fields, JSON (see engine/core/book.py Attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceSubmission:
+    """Write-ahead of a new attempt at a sent order's nonce: a replacement with both fees raised,
+    or (`cancel`) a zero-value transfer to ourselves. Committed before it is broadcast; the earlier
+    attempts are kept, since any of them may still be the one that is mined."""
+
+    order_id: int
+    tx_id: str
+    raw: bytes
+    fees: str
+    at: int
+    cancel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +169,7 @@ class RaiseNonceFloor:
     address: str
     floor: int
     at: int
+    foreign: int = 0  # how many of them are transactions from our key that botctl did not send
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +291,7 @@ Command = (
     | SetTradingState
     | RaiseNonceFloor
     | RecordMarket
+    | ReplaceSubmission
     | RecordReconciliation
     | AcceptReconciliation
     | FromInbox
@@ -353,6 +371,18 @@ class OrderSigned:
     quoted_out: int
     min_out: int
     at: int
+    fees: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReplaced:
+    order_id: int
+    tx_id: str
+    raw: bytes
+    fees: str
+    replaced: str  # the attempt before it, as kept (JSON)
+    at: int
+    cancel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +519,7 @@ class NonceFloorRaised:
     address: str
     floor: int
     at: int
+    foreign: int = 0  # nonces used by transactions from our key that botctl did not send
 
 
 @dataclass(frozen=True, slots=True)
@@ -600,6 +631,7 @@ Event = (
     | NoopRequested
     | ApprovalRequested
     | MarketRecorded
+    | OrderReplaced
     | PositionOpened
     | PositionClosed
     | PricesMarked

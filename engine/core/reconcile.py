@@ -14,10 +14,16 @@ from engine.core.book import Book
 
 
 def expected_holdings(book: Book, chain: str) -> dict[str, int]:
+    """What the chain should hold of ours. When the quote IS the chain's coin, the book still keeps
+    the coin set aside for fees apart from the quote (each has its own reservations), but the chain
+    has one balance: both are compared with it, as "quote"."""
     held = {
         "quote": book.balance(chain, "quote", "cash") + book.balance(chain, "quote", "reserved"),
         "native": book.balance(chain, "native", "cash") + book.balance(chain, "native", "reserved"),
     }
+    policy = book.policy.chains.get(chain)
+    if policy is not None and policy.quote_native:
+        held = {"quote": held["quote"] + held["native"], "native": 0}
     for position in book.positions.values():
         if position.chain == chain:
             held[position.token] = held.get(position.token, 0) + position.size

@@ -60,6 +60,7 @@ class Signed:
     raw: bytes
     expiry: int | None  # block height after which it can never land (None: nonce-bound)
     min_out: int
+    fees: str | None = None  # EVM: {"max_fee", "tip"} as JSON, kept with the attempt
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,13 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from storage.schema import SCHEMA_VERSION
+
+import terminal
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +28,7 @@ RUN_ENV = {"BOTCTL_MAX_HOLD_S": "90", "BOTCTL_PAPER__FAIL_RATE_BPS": "1500"}
 def cli(home: Path, cwd: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "0", **RUN_ENV, **extra})
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    return terminal.run(args, env, cwd=cwd)
 
 
 def one_error_line(result) -> str:

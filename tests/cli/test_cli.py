@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+import terminal
 from clikit import one_error_line
 
 
@@ -58,11 +59,14 @@ def test_home_writable_by_others_is_refused(botctl, home):
 
 
 @pytest.fixture
-def ran(botctl, home):
-    result = botctl("run", "--seed", "5", "--duration", "400")
-    assert result.returncode == 0, result.stderr
-    assert "opened" in result.stderr  # progress and summary go to stderr
-    return result
+def ran(botctl, home, prepared):
+    """The book of `botctl run --seed 5 --duration 400` (made once per test process, copied)."""
+    def make(path) -> None:
+        result = botctl("run", "--seed", "5", "--duration", "400", env={"BOTCTL_HOME": str(path)})
+        assert result.returncode == 0, result.stderr
+        assert "opened" in result.stderr  # progress and summary go to stderr
+
+    prepared(home, "seed 5, 400 blocks", make)
 
 
 def test_run_then_read_commands_follow_the_contract(botctl, home, ran):
@@ -117,7 +121,8 @@ def test_audit_catches_cash_changed_without_a_posting(botctl, home, ran):
 def test_same_seed_same_trades(botctl, home, tmp_path):
     def trades(seed_home):
         env = {"BOTCTL_HOME": str(seed_home)}
-        assert botctl("run", "--seed", "11", "--duration", "300", env=env).returncode == 0
+        # cold: each run a fresh interpreter with a hash seed of its own (a warm child shares the server's)
+        assert botctl("run", "--seed", "11", "--duration", "300", env=env, cold=True).returncode == 0
         rows = json.loads(botctl("history", "--limit", "1000", "--json", env=env).stdout)
         return [(r["side"], r["chain"], r["token"], r["amount"], r["price"], r["tx_id"]) for r in rows]
 
@@ -139,24 +144,34 @@ def test_read_commands_do_not_import_heavy_libraries(home, botctl, ran):
     assert "HEAVY [] 0" in result.stdout, result.stdout + result.stderr
 
 
+def venue_height(home) -> int:
+    """The paper venue's block height as committed (0 before it exists)."""
+    try:
+        conn = sqlite3.connect(f"file:{home / 'paper-venue.db'}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT value FROM meta WHERE key = 'height'").fetchone()[0])
+        finally:
+            conn.close()
+    except (sqlite3.Error, TypeError):
+        return 0
+
+
 def test_ctrl_c_stops_cleanly_and_the_book_stays_audited(home, tmp_path):
     import signal
     import time
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "200"})
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "run"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = terminal.spawn(["run"], env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (home / "paper-venue.db").exists():
+    while venue_height(home) < 100:  # a hundred blocks into the run
+        assert time.monotonic() < deadline and proc.poll() is None, "the engine never got going"
         time.sleep(0.05)
-    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "stopped:" in err and "Traceback" not in err
-    audit = subprocess.run([sys.executable, "-m", "console.cli", "audit"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True)
+    audit = terminal.run(["audit"], env, cwd=tmp_path)
     assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
@@ -165,8 +180,8 @@ def test_two_runs_on_one_home_exactly_one_runs(home, tmp_path, botctl):
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "50"})
-    first = subprocess.Popen([sys.executable, "-m", "console.cli", "run", "--duration", "300"], env=env,
-                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = terminal.spawn(["run", "--duration", "300"], env, cwd=tmp_path, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (home / "paper-venue.db").exists():

@@ -7,12 +7,12 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from clikit import one_error_line
+import terminal
+from clikit import one_error_line, put_book_in_stage
 from terminal import converse
 
 pytestmark = pytest.mark.slow
@@ -29,8 +29,7 @@ def env_without_home(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=120)
+    return terminal.run(args, env, cwd=cwd)
 
 
 def venue_seed(home: Path) -> str:
@@ -243,6 +242,46 @@ def test_a_venue_that_is_gone_is_an_error_never_a_new_venue(botctl, home, how):
     assert botctl("audit").returncode == 0
 
 
+def test_a_venue_keeps_the_block_length_it_was_created_with(botctl, home, tmp_path):
+    """BOTCTL_PAPER__BLOCK_MS (tests run a simulated day in fewer, longer blocks) sets a new venue's
+    clock; another length later would move the time of every block mined so far, so it is refused."""
+    minute = {"BOTCTL_PAPER__BLOCK_MS": "60000"}
+
+    def hours(where=home) -> str:
+        return json.loads(botctl("rollout", "check", "--json", env={"BOTCTL_HOME": str(where)}).stdout
+                          )["evidence"]["hours"]
+
+    assert json.loads(botctl("config", "show", "--json").stdout)["paper"]["block_ms"] is None
+    assert json.loads(botctl("config", "show", "--json", env=minute).stdout)["paper"]["block_ms"] == 60000
+    assert botctl("run", "--duration", "60", env=minute).returncode == 0
+    assert hours() == "1.000", "60 blocks of a minute"
+    assert botctl("run", "--duration", "30").returncode == 0
+    assert hours() == "1.500", "an existing venue keeps its own length"
+    other = botctl("run", "--duration", "5", env={"BOTCTL_PAPER__BLOCK_MS": "1000"})
+    assert other.returncode == 2
+    assert "was created with 60000 ms blocks, not 1000" in one_error_line(other)
+    assert hours() == "1.500", "nothing ran"
+    # A paper book taken without its venue (a stage change) reads the venue's clock at its length too.
+    put_book_in_stage(home, "testnet")
+    since = json.loads(botctl("rollout", "check", "--json").stdout)["since"]
+    fills = [row["at"] for row in json.loads(botctl("history", "--json").stdout)]
+    assert fills and since >= max(fills), (since, max(fills))
+
+    default = tmp_path / "default"  # a second, by default
+    assert botctl("run", "--duration", "36", env={"BOTCTL_HOME": str(default)}).returncode == 0
+    assert hours(default) == "0.010"
+
+
+@pytest.mark.parametrize("value, words", [("0", "greater than or equal to 1"),
+                                          ("60001", "less than or equal to 60000"), ("1.5", "valid integer")])
+def test_a_block_length_below_a_millisecond_or_beyond_a_minute_is_refused(botctl, home, value, words):
+    result = botctl("run", "--duration", "5", env={"BOTCTL_PAPER__BLOCK_MS": value})
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "BOTCTL_PAPER__BLOCK_MS" in line and words in line
+    assert not home.exists(), "nothing may be written on bad input"
+
+
 @pytest.mark.parametrize("where", [".env", "logs", "botctl.lock"])
 def test_a_file_others_can_write_is_refused_by_every_command(tmp_path, where):
     """A writable .env could redirect the home; a writable logs/ invites a planted log file."""
@@ -254,14 +293,12 @@ def test_a_file_others_can_write_is_refused_by_every_command(tmp_path, where):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update({"BOTCTL_PAPER__SPEED": "0"})
     (work / ".env").write_text(f"BOTCTL_HOME={home}\n")
-    run = subprocess.run([sys.executable, "-m", "console.cli", "run", "--duration", "3"], capture_output=True,
-                         text=True, env=env, cwd=work, timeout=120)
+    run = cli(work, env, "run", "--duration", "3")
     assert run.returncode == 0, run.stderr
     target = work / ".env" if where == ".env" else home / where
     target.chmod(stat.S_IMODE(target.stat().st_mode) | stat.S_IWOTH)
     for command in (["status"], ["run", "--duration", "2"]):
-        result = subprocess.run([sys.executable, "-m", "console.cli", *command], capture_output=True, text=True,
-                                env=env, cwd=work, timeout=120)
+        result = cli(work, env, *command)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         shown = ".env" if where == ".env" else str(target)  # .env is named as the operator knows it
         assert result.stderr.startswith("error: ") and shown in result.stderr and "chmod" in result.stderr

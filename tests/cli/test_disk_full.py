@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import terminal
+
 pytestmark = pytest.mark.slow
 
 LEAVE_FREE = 1536 * 1024
@@ -25,8 +27,7 @@ LEAVE_FREE = 1536 * 1024
 def cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "0"})
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=home.parent.parent, timeout=timeout)
+    return terminal.run(args, env, cwd=home.parent.parent, timeout=timeout)
 
 
 @pytest.fixture

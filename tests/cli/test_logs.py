@@ -8,12 +8,13 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+import terminal
 
 pytestmark = pytest.mark.slow
 
@@ -100,15 +101,33 @@ def env_for(home: Path, **extra: str) -> dict:
     return env
 
 
+def read_to_its_end(pid: int, path: Path) -> bool:
+    """The process `pid` holds `path` open, read to its end (Linux's /proc; elsewhere: half a second)."""
+    if not os.path.isdir("/proc/self/fdinfo"):
+        time.sleep(0.5)
+        return True
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    position = int(next(line for line in info if line.startswith("pos:")).split()[1])
+                return position == path.stat().st_size
+    except (OSError, StopIteration):  # not started yet, or a descriptor closed meanwhile
+        pass
+    return False
+
+
 def test_logs_follow_shows_lines_as_they_are_written_until_ctrl_c(botctl, home, tmp_path):
     assert botctl("run", "--seed", "2", "--duration", "3").returncode == 0
-    follower = subprocess.Popen([sys.executable, "-m", "console.cli", "logs", "-f", "--json", "-n", "0"],
-                                env=env_for(home), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+    follower = terminal.spawn(["logs", "-f", "--json", "-n", "0"], env_for(home), cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [seen.put(line) for line in follower.stdout], daemon=True).start()
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while not read_to_its_end(follower.pid, home / "logs" / "botctl.log"):  # only new lines follow
+            assert time.monotonic() < deadline and follower.poll() is None, "the follower never reached the end"
+            time.sleep(0.02)
         assert botctl("run", "--duration", "3").returncode == 0
         deadline = time.monotonic() + 20
         events = []

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+import terminal
+
 pytestmark = pytest.mark.slow
 
 ROOT = os.geteuid() == 0
@@ -32,8 +34,11 @@ def cli(home: Path | str, *args: str, env: dict | None = None, prefix: tuple = (
         ) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     full.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "0", **(env or {})})
+    cwd = popen.pop("cwd", Path(str(home)).parent)
+    if not prefix and not popen:  # warm (tests/terminal.py); another user or a closed stdin: cold
+        return terminal.run(args, full, cwd=cwd)
     return subprocess.run([*prefix, sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=full, cwd=popen.pop("cwd", Path(str(home)).parent), timeout=120, **popen)
+                          env=full, cwd=cwd, timeout=120, **popen)
 
 
 def no_traceback(result) -> None:
@@ -258,8 +263,8 @@ def test_ctrl_c_in_the_middle_of_close_is_one_line_and_exit_130(home, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "0"})
     lock = home / "botctl.lock"
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "close", "1", "--yes"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = terminal.spawn(["close", "1", "--yes"], env, cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
     while proc.poll() is None and not (lock.exists() and lock.stat().st_size):
         time.sleep(0.002)
     assert proc.poll() is None, "close finished before it could be interrupted"

@@ -7,12 +7,12 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import terminal
 from terminal import converse
 
 pytestmark = pytest.mark.slow
@@ -27,21 +27,26 @@ def env_for(home: Path, **extra: str) -> dict:
 
 
 def cli(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=env_for(home, **extra), timeout=120)
+    return terminal.run(args, env_for(home, **extra))
 
 
 def open_positions(home: Path) -> list[dict]:
     return json.loads(cli(home, "positions", "--json").stdout)
 
 
+def traded(prepared, home: Path) -> Path:
+    """A book after `botctl run --seed 4 --duration 150`: open positions, no owner (made once, copied)."""
+    def make(path: Path) -> None:
+        assert cli(path, "run", "--seed", "4", "--duration", "150").returncode == 0
+
+    return prepared(home, "seed 4, 150 blocks, no automatic exits", make)
+
+
 @pytest.fixture
-def engine_running(tmp_path):
+def engine_running(tmp_path, prepared):
     """`botctl run` in the background, paced, after a first run has opened positions."""
-    home = tmp_path / "home"
-    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "run"], env=env_for(
-        home, BOTCTL_PAPER__SPEED="20"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    home = traded(prepared, tmp_path / "home")
+    proc = terminal.spawn(["run"], env_for(home, BOTCTL_PAPER__SPEED="20"), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while json.loads(cli(home, "status", "--json").stdout)["owner"] is None:
         assert time.monotonic() < deadline, "engine did not start"
@@ -69,8 +74,8 @@ def test_close_from_another_process_closes_it_and_names_the_pnl(engine_running):
 def test_twenty_concurrent_closes_sell_exactly_once(engine_running):
     home, proc = engine_running
     target = open_positions(home)[0]["id"]
-    procs = [subprocess.Popen([sys.executable, "-m", "console.cli", "close", str(target), "--yes"],
-                              env=env_for(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [terminal.spawn(["close", str(target), "--yes"], env_for(home), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
              for _ in range(20)]
     results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
     ok = [r for r in results if r[0] == 0]
@@ -99,23 +104,31 @@ def test_halt_close_all_under_load(engine_running):
     assert result.returncode == 0, result.stderr
     conn = sqlite3.connect(home / "botctl.db")
     halted_at = conn.execute("SELECT max(seq) FROM journal WHERE kind = 'TradingStateChanged'").fetchone()[0]
-    time.sleep(1.0)  # entries keep arriving from the simulated feed
-    later = conn.execute("SELECT count(*) FROM journal WHERE kind = 'EntryReserved' AND seq > ?",
-                         (halted_at,)).fetchone()[0]
-    denied = conn.execute("SELECT count(*) FROM journal WHERE kind = 'EntryDenied' AND seq > ?",
-                          (halted_at,)).fetchone()[0]
+    deadline = time.monotonic() + 30
+    while True:  # entries keep arriving from the simulated feed: wait for the first one after the halt
+        later = conn.execute("SELECT count(*) FROM journal WHERE kind = 'EntryReserved' AND seq > ?",
+                             (halted_at,)).fetchone()[0]
+        denied = conn.execute("SELECT count(*) FROM journal WHERE kind = 'EntryDenied' AND seq > ?",
+                              (halted_at,)).fetchone()[0]
+        if later or denied:
+            break
+        assert time.monotonic() < deadline, "the feed proposed no entry after the halt"
+        time.sleep(0.05)
+    reasons = [json.loads(data)["reason"] for (data,) in conn.execute(
+        "SELECT data FROM journal WHERE kind = 'EntryDenied' AND seq > ?", (halted_at,))]
     conn.close()
     assert later == 0, "no entry is reserved after the halt's commit"
     assert denied > 0, "the feed kept proposing entries and they were refused"
+    # refused for the halt (every token just closed also cools down: that alone would refuse them too)
+    assert all("trading is halted" in reason for reason in reasons), reasons
     assert all(p["state"] == "closed" for p in json.loads(result.stdout)["positions"])
     assert open_positions(home) == []
     assert json.loads(cli(home, "status", "--json").stdout)["trading_state"] == "halted"
     assert cli(home, "audit").returncode == 0
 
 
-def test_one_off_close_with_no_engine_running(tmp_path):
-    home = tmp_path / "home"
-    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+def test_one_off_close_with_no_engine_running(tmp_path, prepared):
+    home = traded(prepared, tmp_path / "home")
     target = open_positions(home)[0]["id"]
     result = cli(home, "close", str(target), "--reason", "manual")
     assert result.returncode == 0, result.stderr
@@ -157,9 +170,8 @@ def journal_and_inbox(home: Path) -> list[int]:
         conn.close()
 
 
-def test_closing_a_closed_or_closing_position_is_refused(tmp_path):
-    home = tmp_path / "home"
-    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+def test_closing_a_closed_or_closing_position_is_refused(tmp_path, prepared):
+    home = traded(prepared, tmp_path / "home")
     first, second, third = (p["id"] for p in open_positions(home)[:3])
     assert cli(home, "close", str(first)).returncode == 0
     again = cli(home, "close", str(first))
@@ -201,9 +213,8 @@ def run_on_terminal(home: Path, args: list[str], answer: str) -> tuple[int, str]
     return converse(args, env_for(home), [answer])
 
 
-def test_close_on_a_terminal_previews_and_asks(tmp_path):
-    home = tmp_path / "home"
-    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+def test_close_on_a_terminal_previews_and_asks(tmp_path, prepared):
+    home = traded(prepared, tmp_path / "home")
     target = open_positions(home)[0]["id"]
     code, shown = run_on_terminal(home, ["close", str(target)], "n")
     assert code == 1 and "expected pnl" in shown and "fees" in shown and "cancelled" in shown

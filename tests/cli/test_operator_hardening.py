@@ -10,12 +10,12 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import terminal
 from clikit import env_for
 
 pytestmark = pytest.mark.slow
@@ -24,13 +24,11 @@ REFUSE_ALL = {"BOTCTL_PAPER__FAIL_RATE_BPS": "10000"}  # the paper node refuses 
 
 
 def cli(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=env_for(home, **extra), timeout=120)
+    return terminal.run(args, env_for(home, **extra))
 
 
 def spawn(home: Path, *args: str, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "console.cli", *args], env=env_for(home, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return terminal.spawn(args, env_for(home, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def rows(home: Path, sql: str) -> list[tuple]:
@@ -55,10 +53,12 @@ def audit_clean(home: Path) -> None:
 
 
 @pytest.fixture
-def traded(tmp_path) -> Path:
-    """A home whose book holds open positions and no owner."""
-    home = tmp_path / "home"
-    assert cli(home, "run", "--seed", "4", "--duration", "150").returncode == 0
+def traded(tmp_path, prepared) -> Path:
+    """A home whose book holds open positions and no owner (`run --seed 4 --duration 150`, made once)."""
+    def make(path: Path) -> None:
+        assert cli(path, "run", "--seed", "4", "--duration", "150").returncode == 0
+
+    home = prepared(tmp_path / "home", "seed 4, 150 blocks, no automatic exits", make)
     assert len(open_ids(home)) >= 3
     return home
 
@@ -105,8 +105,7 @@ def test_a_command_posted_while_nobody_owns_the_book_is_decided_by_the_next_one_
 @pytest.fixture
 def stopped_engine(traded):
     """`botctl run` owning the book, frozen with SIGSTOP: it holds the lock and decides nothing."""
-    proc = subprocess.Popen([sys.executable, "-m", "console.cli", "run"], env=env_for(traded, BOTCTL_PAPER__SPEED="20"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = terminal.spawn(["run"], env_for(traded, BOTCTL_PAPER__SPEED="20"), stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while status(traded)["owner"] is None:
         assert time.monotonic() < deadline and proc.poll() is None, "engine did not start"
@@ -139,8 +138,12 @@ def test_a_sender_that_gives_up_withdraws_its_command_and_it_never_runs(stopped_
     assert result.stderr.count("\n") == 1 and "withdrawn, it will not run" in result.stderr, result.stderr
     assert rows(home, "SELECT command, state FROM inbox ORDER BY id DESC LIMIT 1") == [("pause", "withdrawn")]
     proc.send_signal(signal.SIGCONT)  # the owner wakes: the withdrawn row is not decided
-    time.sleep(2.5)  # two of the owner's fallback polls
-    assert rows(home, "SELECT state FROM inbox ORDER BY id DESC LIMIT 1") == [("withdrawn",)]
+    # A command posted now is answered from the owner's next look at the inbox, which takes the rows
+    # still open in the order they were posted: the withdrawn one first, were it open.
+    probe = cli(home, "rollout", "attest", "logs", "--yes")
+    assert probe.returncode == 0, probe.stderr
+    assert rows(home, "SELECT command, state FROM inbox ORDER BY id DESC LIMIT 2") == [
+        ("attest", "done"), ("pause", "withdrawn")]
     assert status(home)["trading_state"] == "active"
 
 
@@ -263,7 +266,7 @@ def test_an_interrupted_one_off_answers_every_row_it_took_and_nothing_runs_later
 def test_a_sender_that_cannot_withdraw_says_its_command_may_still_run(stopped_engine):
     home, proc = stopped_engine
     before = rows(home, "SELECT count(*) FROM inbox")[0][0]
-    sender = spawn(home, "pause", "--timeout", "4")
+    sender = spawn(home, "pause", "--timeout", "2")
     deadline = time.monotonic() + 60
     while rows(home, "SELECT count(*) FROM inbox")[0][0] == before:  # posted: now it waits for an answer
         assert time.monotonic() < deadline and sender.poll() is None, sender.communicate()

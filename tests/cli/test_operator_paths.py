@@ -45,8 +45,12 @@ def audit_clean(botctl) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_close_all_sells_every_open_position_exactly_once(botctl, home):
-    assert botctl("run", "--seed", "4", "--duration", "150", env=QUIET).returncode == 0
+def test_close_all_sells_every_open_position_exactly_once(botctl, home, prepared):
+    def make(path: Path) -> None:
+        assert botctl("run", "--seed", "4", "--duration", "150", env={**QUIET, "BOTCTL_HOME": str(path)}
+                      ).returncode == 0
+
+    prepared(home, "seed 4, 150 blocks, no automatic exits", make)
     opened = [p["id"] for p in json.loads(botctl("positions", "--json").stdout) if p["state"] == "open"]
     assert len(opened) >= 2
 

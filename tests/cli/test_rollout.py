@@ -1,15 +1,15 @@
 """The staged rollout through the real CLI: evidence comes from real paper runs and drills only.
 
 One long test walks paper -> testnet the way an operator would (a 24-hour simulated paper run,
-unpaced; its drills run before it, so that no audit replays a whole day's journal more than
-needed). The others are quick: refusals, and the testnet stage reached through a seam."""
+unpaced, on one-minute blocks: the same simulated day in 1,440 blocks instead of 86,400; its drills
+run before it, so that no audit replays a whole day's journal more than needed). The others are
+quick: refusals, and the testnet stage reached through a seam."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -19,6 +19,11 @@ from chains.evm_tester import serve
 from clikit import put_book_in_stage
 
 FAST = {"BOTCTL_SYNCHRONOUS": "NORMAL"}  # the long run's commits need not reach the platter here
+# One-minute blocks: a simulated day is 1,440 of them. Every rule of the evidence is in simulated
+# time (heartbeats each engine minute, hours from their spans), so the day counts the same; exits,
+# cooldowns and latency still span several blocks (max hold 30, cooldown 5, latency 1-2).
+MINUTE_BLOCKS = {"BOTCTL_PAPER__BLOCK_MS": "60000"}
+DAY = 24 * 60  # blocks of a minute; `--duration` counts blocks on paper
 
 
 def check(botctl) -> tuple[int, dict]:
@@ -31,10 +36,10 @@ def missing_keys(summary: dict) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # a simulated day, unpaced: minutes on a loaded machine (the default is 300 s)
 def test_promotion_rests_on_evidence_from_real_runs_and_drills(botctl, home, tmp_path):
-    # A short run: some trades, far from 24 hours.
-    assert botctl("run", "--duration", "600", "--seed", "5", env=FAST).returncode == 0
+    # A short run: some trades, far from 24 hours. It creates the venue: one-minute blocks from now
+    # on, whatever later commands say (a venue keeps its block length).
+    assert botctl("run", "--duration", "180", "--seed", "5", env={**FAST, **MINUTE_BLOCKS}).returncode == 0
     code, summary = check(botctl)
     assert code == 1 and summary["stage"] == "paper" and summary["next"] == "testnet"
     assert missing_keys(summary) == {"trades", "hours", "drill:failure", "drill:crash", "drill:halt", "attest:logs"}
@@ -62,8 +67,7 @@ def test_promotion_rests_on_evidence_from_real_runs_and_drills(botctl, home, tmp
     # attests from another terminal while it runs: the running engine records it.
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update(BOTCTL_HOME=str(home), BOTCTL_PAPER__SPEED="0", BOTCTL_MAX_CONSECUTIVE_LOSSES="0", **FAST)
-    run = subprocess.Popen([sys.executable, "-m", "console.cli", "run", "--duration", "86400"], env=env,
-                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = terminal.spawn(["run", "--duration", str(DAY)], env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while json.loads(botctl("status", "--json").stdout)["owner"] is None:
@@ -72,13 +76,13 @@ def test_promotion_rests_on_evidence_from_real_runs_and_drills(botctl, home, tmp
         attested = botctl("rollout", "attest", "logs", "--yes", "--json")
         assert attested.returncode == 0, attested.stderr
         assert json.loads(attested.stdout)["state"] == "done"
-        assert run.wait(timeout=780) == 0, run.stderr.read()
+        assert run.wait(timeout=240) == 0, run.stderr.read()
     finally:
         if run.poll() is None:
             run.kill()
     code, summary = check(botctl)
     assert code == 0 and summary["ready"] and summary["missing"] == [], summary["missing"]
-    assert summary["evidence"]["trades"] >= 100 and float(summary["evidence"]["hours"]) >= 24
+    assert summary["evidence"]["trades"] >= 100 and float(summary["evidence"]["hours"]) >= 24 + 3  # + the short run
     who = summary["evidence"]["attestations"]["logs"]["by"]
     assert "@" in who and "pid" in who  # who attested, from which host and process
 
@@ -153,8 +157,7 @@ def test_attest_and_drill_refuse_bad_input(botctl):
 def test_a_drill_refuses_while_another_process_owns_the_book(botctl, home, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update(BOTCTL_HOME=str(home), BOTCTL_PAPER__SPEED="1")
-    run = subprocess.Popen([sys.executable, "-m", "console.cli", "run"], env=env, cwd=tmp_path,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = terminal.spawn(["run"], env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 30
         while not (home / "botctl.db").exists() or \

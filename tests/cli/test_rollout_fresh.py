@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import terminal
 from terminal import converse
 
 pytestmark = pytest.mark.slow
@@ -26,8 +26,7 @@ def env_for(home: Path) -> dict[str, str]:
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=env_for(home), cwd=home.parent, timeout=120)
+    return terminal.run(args, env_for(home), cwd=home.parent)
 
 
 def test_rollout_check_on_a_fresh_home_is_the_paper_checklist_with_everything_missing(tmp_path):

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
+import terminal
 from clikit import env_for
 
 pytestmark = pytest.mark.slow
 
 
-def cli(home: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, env=env_for(home),
-                          timeout=120, cwd=home.parent, **kwargs)
+def cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return terminal.run(args, env_for(home), cwd=home.parent, text=False)
 
 
 def signal_line(ident: str, chain: str, token: str, **extra) -> bytes:

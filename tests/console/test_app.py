@@ -7,6 +7,8 @@ at once (the app otherwise coalesces repaints to one per 50 ms).
 
 from __future__ import annotations
 
+import time
+
 from console.tui.app import BotctlApp
 from console.tui.dialogs import ConfirmClose, InfoScreen, QuitDialog, TypeToConfirm
 from console.tui.messages import OperatorResult
@@ -219,7 +221,9 @@ async def test_live_engine_loop_updates_the_panels(seeded):
     opened = []
     engine.sequencer.subscribe(lambda events: opened.extend(e for e in events if type(e).__name__ == "PositionOpened"))
     async with app.run_test(size=SIZE) as pilot:
+        deadline = time.monotonic() + 30
         while len(opened) < 2:  # the engine runs on the app's loop, unpaced (speed 0)
+            assert time.monotonic() < deadline, f"the engine loop opened {len(opened)} position(s) in 30 s"
             await pilot.pause()
         engine.stop()  # stop at a tick boundary, then look
         await app._engine_worker.wait()

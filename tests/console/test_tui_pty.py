@@ -29,8 +29,10 @@ pytestmark = pytest.mark.slow
 PACED = {"BOTCTL_PAPER__SPEED": "20"}  # 20 blocks a second: the screen moves, the CPU is not flooded
 NO_ENTRIES = {**PACED, "BOTCTL_PAPER__OPPORTUNITY_RATE_BPS": "0"}
 # 4 blocks a second, fills 1 to 100 blocks after sending: orders in flight stay there for seconds, so
-# those seen on the screen are still in flight when the key or the signal that follows arrives.
-SLOW_FILLS = {"BOTCTL_PAPER__SPEED": "4", "BOTCTL_PAPER__LATENCY_BLOCKS": "100"}
+# those seen on the screen are still in flight when the key or the signal that follows arrives. An
+# opportunity every block: two orders are in flight within the first second, not after several.
+SLOW_FILLS = {"BOTCTL_PAPER__SPEED": "4", "BOTCTL_PAPER__LATENCY_BLOCKS": "100",
+              "BOTCTL_PAPER__OPPORTUNITY_RATE_BPS": "10000"}
 
 
 @pytest.fixture
@@ -46,12 +48,15 @@ def environment(home: Path, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 def cli(home: Path, *args: str, extra: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    if kw == {"stdin": subprocess.DEVNULL} or not kw:  # warm: stdin is /dev/null (tests/terminal.py)
+        return terminal.run(args, environment(home, extra), cwd=home.parent, timeout=60)
     return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
                           env=environment(home, extra), cwd=home.parent, timeout=60, **kw)
 
 
-def tui(home: Path, *args: str, extra: dict[str, str] | None = None) -> terminal.Console:
-    return terminal.Console(["tui", *args], environment(home, extra), size=(130, 40), cwd=str(home.parent))
+def tui(home: Path, *args: str, extra: dict[str, str] | None = None, cold: bool = False) -> terminal.Console:
+    return terminal.Console(["tui", *args], environment(home, extra), size=(130, 40), cwd=str(home.parent),
+                            cold=cold)
 
 
 def status(home: Path) -> dict:
@@ -192,7 +197,8 @@ def test_signals_file_opens_a_position_shown_in_the_console_and_kept_after_quitt
 
 def test_seed_makes_the_same_market_as_run_with_that_seed(home, tmp_path):
     """The console's first trades are `botctl run --seed 7`'s first trades (the default seed is 1)."""
-    with tui(home, "--seed", "7", extra=PACED) as console:
+    # cold: a hash seed of its own, not the warm `run`'s (tests/terminal.py)
+    with tui(home, "--seed", "7", extra=PACED, cold=True) as console:
         started(console)
         console.expect(r"open [1-9]")
         assert quit_now(console) == 0

@@ -457,10 +457,13 @@ async def test_the_port_reports_balances_marks_and_nonces_and_the_world_its_open
         ("quote", held["USDC"], f"opening:{CHAIN}:quote"), ("native", held["ETH"], f"opening:{CHAIN}:native")]
     assert await world.step() == 0 and CHAIN in world.describe()
 
-    # The coin as the quote: reported once, as the quote (never twice: the opening would deposit it twice).
+    # The coin as the quote: reported once, as the quote (never twice: the opening would deposit it
+    # twice); the opening sets the fee budget (gas_reserve, 0.05 by default) apart from the quote.
     world, native = await live(quote="native", tokens=("TKA",))
     assert await native.balances() == {"quote": held["ETH"], "native": 0, "TKA": held["TKA"]}
-    assert [(o.asset, o.amount) for o in await world.openings()] == [("quote", held["ETH"])]
+    budget = 5 * 10**16
+    assert [(o.asset, o.amount) for o in await world.openings()] == [("quote", held["ETH"] - budget),
+                                                                      ("native", budget)]
     assert await native.marks(["TKA"]) == {"TKA": from_units(router_out(evm_chain, 10**18, "TKA", "WETH"), 18)}
 
 

@@ -53,6 +53,8 @@ class EvmExecutor:
         self.confirmations = confirmations
         self.deadline_s = deadline_s
         self.clock = clock
+        # A cancellation clears a stuck nonce knowingly: it has a cap of its own, above the trades'.
+        self.cancel_cap = 2 * max_gas_price_wei
 
     def __repr__(self) -> str:
         return f"EvmExecutor(chain={self.chain!r}, address={self.market.address})"
@@ -125,8 +127,11 @@ class EvmExecutor:
             raise ExecutorError(f"{self.chain}: {exc.reason}") from None
 
     def _signed(self, tx: dict, min_out: int) -> Signed:
+        import json
+
         tx_hash, raw = swaps.sign(self._account, tx)
-        return Signed(tx_hash, raw, None, min_out)
+        return Signed(tx_hash, raw, None, min_out,
+                      json.dumps({"max_fee": tx["maxFeePerGas"], "tip": tx["maxPriorityFeePerGas"]}, sort_keys=True))
 
     async def sign(self, order: Order, quote: Quote, slippage_bps: int) -> Signed:
         if order.intent == "approve":
@@ -216,24 +221,95 @@ class EvmExecutor:
         never mistaken for another's. Any read that fails raises."""
         if order.tx_id is None:
             raise ValueError(f"order {order.id} has no transaction to look up")
-        receipt = await self.client.receipt(order.tx_id)
-        if receipt is None:
+        attempts = order.all_attempts()  # a replaced or cancelled order: any attempt may be the one mined
+        found = await self._mined(attempts)
+        if found is None:
             if order.nonce is not None and await self.client.latest_nonce(order.address) > order.nonce:
-                receipt = await self.client.receipt(order.tx_id)
-                if receipt is None:
+                found = await self._mined(attempts)
+                if found is None:
                     return Outcome("expired", reason="nonce taken by another transaction")
-            elif await self.client.transaction_known(order.tx_id):
+            elif any([await self.client.transaction_known(a.tx_id) for a in attempts]):
                 return Outcome("pending")
             else:
                 return Outcome("missing")
-        head = await self.client.block_number()
-        if head - receipt.block_number + 1 < max(self.confirmations, 1):
-            return Outcome("pending")
+        attempt, receipt = found
+        if self.confirmations > 1 and await self.client.block_number() - receipt.block_number + 1 < self.confirmations:
+            return Outcome("pending")  # (a receipt is one confirmation: no need to ask for the head)
+        if attempt.cancel:
+            return Outcome("failed", network_fee=receipt.gas_posted,
+                           reason=f"cancelled at nonce {order.nonce} (tx {receipt.tx_hash}): the swap never ran")
         if receipt.status != 1:
             return Outcome("failed", network_fee=receipt.gas_posted,
                            reason=f"reverted on chain (tx {receipt.tx_hash} in block {receipt.block_number})")
         out = 0 if order.intent in ("noop", "approve") else self._filled(order, receipt)
         return Outcome("filled", amount_in=order.amount_in, amount_out=out, fee=0, network_fee=receipt.gas_posted)
+
+    async def _mined(self, attempts):
+        """(attempt, receipt) of the attempt that was mined, if any (at most one can be: one nonce)."""
+        for attempt in reversed(attempts):
+            receipt = await self.client.receipt(attempt.tx_id)
+            if receipt is not None:
+                return attempt, receipt
+        return None
+
+    async def refusal(self) -> str | None:
+        """Why no transaction could be priced under the cap now (the next block's base fee is above
+        it, or the fees cannot be read), asked before an entry or an exit takes a nonce: refused
+        then, nothing is numbered, signed or held for it."""
+        try:
+            await self._fees()
+        except ExecutorError as exc:
+            return str(exc)
+        return None
+
+    # ------------------------------------------------------------------ stuck transactions
+
+    stuck_after_ms: int | None = 60_000  # not mined this long after its last attempt: replace it
+
+    async def replace(self, order: Order) -> Signed | None:
+        """The order's transaction again at its nonce, both fee fields raised as geth demands
+        (each at least +10% and strictly higher), or at today's fees if those are higher still;
+        None when that would pass the cap (then it is cancelled, or waits)."""
+        current = order.all_attempts()[-1]
+        if current.cancel or current.max_fee is None:
+            return None
+        old = fees.Fees(current.max_fee, current.tip)
+        try:
+            now = await self._fees()
+        except ExecutorError:
+            now = None
+        new = fees.bump(old, self.cap, at_least=now)
+        if new is None:
+            return None
+        return self._resigned(order, new, cancel=False)
+
+    async def cancel(self, order: Order) -> Signed | None:
+        """A zero-value transfer to ourselves at the order's nonce, priced as a valid replacement of
+        its last attempt under the cancellation's own cap: later nonces are no longer blocked."""
+        current = order.all_attempts()[-1]
+        if current.max_fee is None:
+            return None
+        new = fees.cancel_fees(fees.Fees(current.max_fee, current.tip), self.cancel_cap)
+        if new is None:
+            return None
+        tx = swaps.cancel_tx(self.market.address, self._check(order), chain_id=self.market.chain_id,
+                             max_fee=new.max_fee, tip=new.tip, gas=NOOP_GAS)
+        return self._signed(tx, 0)
+
+    def _resigned(self, order: Order, new: fees.Fees, cancel: bool) -> Signed:
+        from eth_account.typed_transactions import TypedTransaction
+        from hexbytes import HexBytes
+
+        fields = TypedTransaction.from_bytes(HexBytes(order.raw)).as_dict()
+        if fields.get("nonce") != order.nonce:
+            raise ValueError(f"order {order.id}: its stored bytes are not at its nonce {order.nonce}")
+        tx = {"type": 2, "chainId": fields["chainId"], "nonce": fields["nonce"], "to": fields["to"],
+              "value": fields["value"], "data": fields["data"], "gas": fields["gas"],
+              "maxFeePerGas": new.max_fee, "maxPriorityFeePerGas": new.tip}
+        from eth_utils import to_checksum_address
+
+        tx["to"] = to_checksum_address(tx["to"])
+        return self._signed(tx, order.min_out or 0)
 
     def _filled(self, order: Order, receipt) -> int:
         """What reached us, from the receipt's logs (raises when they show no output: never a fill of 0)."""

@@ -29,11 +29,12 @@ POLL_S = 0.2
 
 
 class EvmPort:
-    def __init__(self, market: EvmMarket, client, executor: EvmExecutor):
+    def __init__(self, market: EvmMarket, client, executor: EvmExecutor, gas_reserve: int = 0):
         self.chain = market.name
         self.market = market
         self.client = client
         self.executor = executor
+        self.gas_reserve = gas_reserve  # wei set apart for fees at the first start, when the quote is the coin
 
     def __repr__(self) -> str:
         return f"EvmPort(chain={self.chain!r}, address={self.market.address})"
@@ -115,7 +116,10 @@ class EvmWorld:
         `opening:<chain>:<asset>`. Tokens already held are not deposited: no position owns them."""
         found = []
         for name, port in sorted(self.ports.items()):
-            held = await port.balances()
+            held = dict(await port.balances())
+            if port.market.quote_native:  # one coin: the fee budget is set apart from what positions are paid in
+                held["native"] = min(held["quote"], port.gas_reserve)
+                held["quote"] -= held["native"]
             for asset in ("quote", "native"):
                 if held[asset] > 0:
                     found.append(Opening(name, asset, held[asset], f"opening:{name}:{asset}"))
@@ -131,6 +135,7 @@ async def open_world(settings, home: Path, markets: dict[str, EvmMarket], must_e
     """The configured EVM chains, each with its key unlocked (off the event loop: scrypt takes
     ~0.7 s) and checked to be the address its market was read for. `must_exist` changes nothing
     here: the chain id, checked when the market was loaded, is what says it is the same chain."""
+    from engine.core.money import to_units
     from engine.settings import DOTENV, read_dotenv
     from engine.venues.evm.client import EvmClient
     from engine.venues.evm.fees import gwei
@@ -153,7 +158,11 @@ async def open_world(settings, home: Path, markets: dict[str, EvmMarket], must_e
             client = EvmClient(cs.rpc_url)
             executor = EvmExecutor(market, client, account, max_gas_price_wei=gwei(settings.max_gas_price_gwei),
                                    confirmations=cs.confirmations)
-            ports[name] = EvmPort(market, client, executor)
+            executor.stuck_after_ms = cs.replace_after_s * 1000
+
+            if cs.cancel_gas_price_gwei is not None:
+                executor.cancel_cap = gwei(cs.cancel_gas_price_gwei)
+            ports[name] = EvmPort(market, client, executor, to_units(cs.gas_reserve, market.native_decimals))
     except BaseException:
         for port in ports.values():
             await port.client.close()

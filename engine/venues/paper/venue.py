@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS txs (
 CREATE INDEX IF NOT EXISTS txs_pending ON txs (status) WHERE status = 'pending';
 """
 
-BLOCK_MS = 1000
+BLOCK_MS = 1000  # simulated milliseconds per block, unless the venue was created with another length
 EVM_BASE_FEE = 50_000_000  # wei per gas (0.05 gwei)
 EVM_TIP = 1_000_000
 EVM_GAS_LIMIT = 200_000
@@ -84,6 +84,7 @@ class VenueParams:
     deposit_usd: Decimal = Decimal(1000)
     native_deposit: Decimal = Decimal(5)
     must_exist: bool = False  # the book has recorded this venue's genesis: never create another
+    block_ms: int | None = None  # None: the stored length (or BLOCK_MS for a new venue)
 
 
 def network_fee_cap(kind: str) -> int:
@@ -103,6 +104,7 @@ class PaperVenue:
         self._conn: sqlite3.Connection | None = None
         self.height = 0
         self.genesis_ms = 0
+        self.block_ms = params.block_ms if params.block_ms is not None else BLOCK_MS
 
     # ---- lifecycle
 
@@ -135,7 +137,15 @@ class PaperVenue:
                 f"the paper venue at {self.path} was created with seed {meta['seed']}, not {self.params.seed} "
                 "(drop --seed to continue it, or use a fresh BOTCTL_HOME for a new market)"
             )
+        stored_ms = _block_ms(meta)
+        if self.params.block_ms is not None and stored_ms != self.params.block_ms:
+            # Another length would move the clock of every block mined so far: time would jump.
+            raise VenueMismatch(
+                f"the paper venue at {self.path} was created with {stored_ms} ms blocks, not {self.params.block_ms} "
+                "(drop BOTCTL_PAPER__BLOCK_MS to continue it, or use a fresh BOTCTL_HOME for a new market)"
+            )
         self.seed = int(meta["seed"])
+        self.block_ms = stored_ms
         self.signers = {name: PaperSigner(self.seed, name, c.address) for name, c in self.chains.items()}
         self.height = int(meta["height"])
         self.genesis_ms = int(meta["genesis_ms"])
@@ -156,6 +166,8 @@ class PaperVenue:
         with _txn(conn):
             conn.executemany("INSERT INTO meta VALUES (?, ?)", [
                 ("seed", str(self.seed)), ("height", "0"), ("genesis_ms", str(int(time.time() * 1000)))])
+            if self.block_ms != BLOCK_MS:  # a venue of the default length reads as before
+                conn.execute("INSERT INTO meta VALUES ('block_ms', ?)", (str(self.block_ms),))
             for chain in self.chains.values():
                 conn.executemany("INSERT INTO prices VALUES (?, ?, ?)",
                                  [(chain.name, t.symbol, str(t.price)) for t in chain.tokens])
@@ -182,17 +194,18 @@ class PaperVenue:
             return None
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=5)
         try:
-            meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('height', 'genesis_ms')").fetchall())
+            meta = dict(conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('height', 'genesis_ms', 'block_ms')").fetchall())
         except sqlite3.Error:
             return None
         finally:
             conn.close()
-        if len(meta) < 2:
+        if "height" not in meta or "genesis_ms" not in meta:
             return None
-        return int(meta["genesis_ms"]) + int(meta["height"]) * BLOCK_MS
+        return int(meta["genesis_ms"]) + int(meta["height"]) * _block_ms(meta)
 
     def now_ms(self, height: int | None = None) -> int:
-        return self.genesis_ms + (self.height if height is None else height) * BLOCK_MS
+        return self.genesis_ms + (self.height if height is None else height) * self.block_ms
 
     def prices(self, chain: str) -> dict[str, Decimal]:
         rows = self._conn.execute("SELECT token, price FROM prices WHERE chain = ? ORDER BY token", (chain,))
@@ -360,6 +373,11 @@ class PaperVenue:
     def _finish(self, ident: str, status: str, result: dict) -> None:
         self._conn.execute("UPDATE txs SET status = ?, result = ? WHERE id = ?",
                            (status, json.dumps(result, sort_keys=True), ident))
+
+
+def _block_ms(meta: dict[str, str]) -> int:
+    """The block length a venue was created with (venues of the default length do not store it)."""
+    return int(meta.get("block_ms", BLOCK_MS))
 
 
 class _txn:

@@ -76,7 +76,7 @@ async def open_world(home: Path, market: dict[str, PaperChain], settings, must_e
     p = settings.paper
     venue = PaperVenue(Path(home) / VENUE_NAME, market, VenueParams(
         p.seed, p.fee_bps, p.volatility_bps, p.slippage_noise_bps, p.latency_blocks, p.deposit_usd,
-        p.native_deposit, must_exist=must_exist))
+        p.native_deposit, must_exist=must_exist, block_ms=p.block_ms))
     try:
         link = await VenueLink(venue).open()
     except VenueMismatch as exc:

@@ -182,10 +182,21 @@ def test_a_book_from_before_approvals_is_upgraded_in_place_with_every_row_kept(t
     conn.execute("INSERT INTO orders (id, intent, chain, token, reservation_id, state, amount_in, nonce, address, "
                  "created_at, updated_at, tx_id, raw) VALUES (1, 'entry', 'base', 'T1', 1, 'signed', '50', 7, '0xabc', "
                  "5, 6, '0xtx', x'01')")
-    before = [conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("orders", "reservations")]
+    columns = {t: [d[0] for d in conn.execute(f"SELECT * FROM {t}").description] for t in ("orders", "reservations")}
+    before = [conn.execute(f"SELECT {', '.join(c)} FROM {t}").fetchall() for t, c in columns.items()]
     assert migrate(conn) == len(MIGRATIONS) == conn.execute("PRAGMA user_version").fetchone()[0]
-    assert [conn.execute(f"SELECT * FROM {t}").fetchall() for t in ("orders", "reservations")] == before
+    assert [conn.execute(f"SELECT {', '.join(c)} FROM {t}").fetchall() for t, c in columns.items()] == before
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"orders_state", "reservations_held", "reservations_one_held_entry_per_token"} <= indexes
     conn.execute("INSERT INTO orders (id, intent, chain, token, reservation_id, state, amount_in, created_at, "
                  "updated_at) VALUES (2, 'approve', 'base', 'quote', 2, 'new', '50', 7, 7)")
+
+
+def test_on_a_chain_whose_quote_is_its_coin_reconciliation_compares_the_one_balance():
+    from engine.core.reconcile import differences
+
+    pol = policy(approvals=True, quote_native=True)
+    book = given(deposit("base", usd(1000)), deposit("base", 5 * FEE, "native"), reserve("base", "T1", usd(50)),
+                 pol=pol)
+    assert differences(book, {"base": {"quote": usd(1000) + 5 * FEE, "native": 0}}) == ()
+    assert differences(book, {"base": {"quote": usd(1000), "native": 5 * FEE}}) != ()

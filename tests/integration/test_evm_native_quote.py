@@ -1,0 +1,39 @@
+"""A chain whose quote is its own coin (`quote_token = "native"`), through the real CLI: entries
+pay ETH through swapExactETHForTokens (nothing to approve), exits sell through
+swapExactTokensForETH (the token approved first). The book keeps the coin set aside for fees
+apart from the quote, and reconciliation compares both with the one balance the chain has."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
+from evmkit import botctl, live_home, transactions_from  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_chain_whose_quote_is_its_coin_opens_and_closes_positions_through_weth(live_home, evm_chain, tmp_path):  # noqa: F811
+    home, address = live_home
+    config = home / "config.toml"
+    config.write_text(re.sub(r'quote_token = "[^"]*"', 'quote_token = "native"', config.read_text()) +
+                      'gas_reserve = "0.2"\n')
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "2"}\n')
+    run = botctl(home, "run", "--signals", str(signals), "--duration", "6")
+    assert run.returncode == 0, run.stderr
+    positions = json.loads(botctl(home, "positions", "--json").stdout)
+    assert [(p["token"], p["cost"]) for p in positions] == [("TKA", "2")], positions
+    status = json.loads(botctl(home, "status", "--json").stdout)
+    assert status, status
+    closed = botctl(home, "close", "--all", "--yes")
+    assert closed.returncode == 0, closed.stderr + closed.stdout
+    assert json.loads(botctl(home, "positions", "--json").stdout) == []
+    sent = transactions_from(evm_chain, address)
+    assert len(sent) == 3 and all(tx.status == 1 for tx in sent)  # entry; approve + exit
+    assert botctl(home, "audit").returncode == 0
+    reconcile = botctl(home, "reconcile")
+    assert reconcile.returncode == 0 and "balances agree" in reconcile.stdout, reconcile.stdout + reconcile.stderr

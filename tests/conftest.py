@@ -51,10 +51,17 @@ def prepared(tmp_path_factory):
     return copy
 
 
-LONGEST_FIRST = ("test_promotion_rests_on_evidence_from_real_runs_and_drills",)  # minutes, not seconds
+# The longest tests, longest first (seconds each; the promotion test's simulated day first). With
+# `--dist worksteal` a long test collected last becomes the tail the other worker waits out.
+LONGEST_FIRST = (
+    "test_promotion_rests_on_evidence_from_real_runs_and_drills",
+    "test_random_kills_from_outside",
+    "test_a_sender_that_cannot_withdraw_says_its_command_may_still_run",
+    "test_signals_open_positions_on_chain_and_close_them_with_the_book_equal_to_the_chain",
+)
 
 
 def pytest_collection_modifyitems(items):
-    """Start the longest tests first: with `--dist worksteal` a long test collected last becomes the
-    tail the other worker waits out."""
-    items.sort(key=lambda item: item.originalname not in LONGEST_FIRST)
+    """Start the longest tests first, in LONGEST_FIRST's order; the rest keep theirs."""
+    first = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(item.originalname, len(first)))

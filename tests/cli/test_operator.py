@@ -47,10 +47,15 @@ def engine_running(tmp_path, prepared):
     """`botctl run` in the background, paced, after a first run has opened positions."""
     home = traded(prepared, tmp_path / "home")
     proc = terminal.spawn(["run"], env_for(home, BOTCTL_PAPER__SPEED="20"), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while json.loads(cli(home, "status", "--json").stdout)["owner"] is None:
-        assert time.monotonic() < deadline, "engine did not start"
-        time.sleep(0.05)
+    try:
+        deadline = time.monotonic() + 20
+        while json.loads(cli(home, "status", "--json").stdout)["owner"] is None:
+            assert time.monotonic() < deadline and proc.poll() is None, "engine did not start"
+            time.sleep(0.05)
+    except BaseException:  # no engine left running when the setup fails
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
     yield home, proc
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=30)

@@ -106,25 +106,30 @@ def test_a_command_posted_while_nobody_owns_the_book_is_decided_by_the_next_one_
 def stopped_engine(traded):
     """`botctl run` owning the book, frozen with SIGSTOP: it holds the lock and decides nothing."""
     proc = terminal.spawn(["run"], env_for(traded, BOTCTL_PAPER__SPEED="20"), stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while status(traded)["owner"] is None:
-        assert time.monotonic() < deadline and proc.poll() is None, "engine did not start"
-        time.sleep(0.05)
-    for _ in range(50):  # frozen between commits: a process frozen mid-commit would hold the write lock too
-        proc.send_signal(signal.SIGSTOP)
-        time.sleep(0.05)
-        probe = sqlite3.connect(traded / "botctl.db", isolation_level=None, timeout=0.2)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            break
-        except sqlite3.OperationalError:
-            proc.send_signal(signal.SIGCONT)
-            time.sleep(0.03)
-        finally:
-            probe.close()
-    else:
-        pytest.fail("the engine never stopped between two commits")
+    try:
+        deadline = time.monotonic() + 30
+        while status(traded)["owner"] is None:
+            assert time.monotonic() < deadline and proc.poll() is None, "engine did not start"
+            time.sleep(0.05)
+        for _ in range(50):  # frozen between commits: a process frozen mid-commit would hold the write lock too
+            proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.05)
+            probe = sqlite3.connect(traded / "botctl.db", isolation_level=None, timeout=0.2)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                break
+            except sqlite3.OperationalError:
+                proc.send_signal(signal.SIGCONT)
+                time.sleep(0.03)
+            finally:
+                probe.close()
+        else:
+            pytest.fail("the engine never stopped between two commits")
+    except BaseException:  # no engine left behind, frozen or running, when the setup fails
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
     yield traded, proc
     proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGINT)

@@ -50,6 +50,16 @@ async def seeded(tmp_path):
 
 
 @pytest.fixture
-async def engine(seeded):
-    """A paper engine after 150 blocks: 8 open positions (seed 3), nothing in flight."""
-    return await seeded(150)
+async def engine(tmp_path, prepared):
+    """A paper engine after 150 blocks: 8 open positions (seed 3), nothing in flight. The book is
+    made once per test process (tuikit.prepare_home) and copied; the engine started on the copy is
+    the one that ticked those blocks, restarted (nothing was in flight: nothing to reconcile)."""
+    import asyncio
+
+    from tuikit import prepare_home
+
+    home = tmp_path / "home"
+    await asyncio.to_thread(prepared, home, "console: seed 3, 150 blocks", lambda path: prepare_home(path, 150))
+    engine = await build(make_settings(home))
+    yield engine
+    await engine.close()

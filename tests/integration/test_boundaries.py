@@ -61,3 +61,15 @@ def test_only_the_venue_chooser_names_the_paper_venue():
             if "venues.paper" in text or "PaperVenue" in text or "paper-venue.db" in text:
                 named.append(rel)
     assert named == ["engine/settings.py"], named  # settings validates the paper venue's own settings
+
+
+def test_every_package_is_installed():
+    """A package missing from pyproject's list installs from a clean checkout without it (an editable
+    install in a long-lived venv hides that): every folder with an __init__.py is listed, and nothing else."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for root in ("console", "engine", "storage", "wallet",
+                                                                     "profiles")
+             for p in (ROOT / root).rglob("__init__.py")}
+    assert listed == found

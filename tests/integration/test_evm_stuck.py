@@ -55,7 +55,7 @@ def stop(proc, home) -> None:
     assert proc.wait(timeout=60) == 0, output(home)[1]
 
 
-def test_a_stuck_entry_is_replaced_with_both_fees_raised_and_mined_once(live_home, paused, tmp_path):
+def test_a_stuck_entry_is_replaced_with_both_fees_raised_and_mined_once(live_home, paused, tmp_path):  # noqa: F811
     home, address = live_home
     proc = run_one_signal(home, tmp_path, {"replace_after_s": 2})
     try:
@@ -80,7 +80,7 @@ def test_a_stuck_entry_is_replaced_with_both_fees_raised_and_mined_once(live_hom
     assert "replaced with both fees raised" in botctl(home, "logs").stdout
 
 
-def test_an_entry_that_cannot_be_raised_within_the_cap_is_cancelled_and_its_funds_released(live_home, paused,
+def test_an_entry_that_cannot_be_raised_within_the_cap_is_cancelled_and_its_funds_released(live_home, paused,  # noqa: F811
                                                                                           tmp_path):
     home, address = live_home
     # a 2 gwei cap leaves no room for +10% above 1 gwei base + 1 gwei tip: only a cancellation can go

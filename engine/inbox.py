@@ -22,10 +22,11 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.core.messages import AnswerInbox, FromInbox
-from engine.core.operator import COMMANDS, outcome, plan
+from engine.core.operator import COMMANDS, needs_venue, outcome, plan
 from engine.sequencer import SequencerStopped
 from storage import StorageError
 
@@ -169,6 +170,32 @@ async def promotion_args(engine, args: dict) -> dict:
             "_evidence": json.dumps(summary["evidence"], sort_keys=True)}
 
 
+async def _fees(engine) -> dict[str, int | str]:
+    """Each chain's fee reserve for a close, or why none can be priced now (no venue is open here,
+    the executor could not tell): such a close is refused with that reason, nothing reserved."""
+    fees: dict[str, int | str] = {}
+    for name in engine.book.policy.chains:
+        executor = engine.executors.get(name)
+        if executor is None:
+            fees[name] = getattr(engine, "no_venue", f"no venue for {name} is open")
+            continue
+        try:
+            fees[name] = await executor.fee_reserve()
+        except Exception as exc:
+            fees[name] = f"its network fee cannot be priced now ({type(exc).__name__}: {exc})"
+    return fees
+
+
+def _args(text: str) -> dict:
+    """A row's arguments for choosing it (a malformed row is chosen as if it had none, and then
+    answered as bad by _decide_row)."""
+    try:
+        args = json.loads(text)
+    except ValueError:
+        return {}
+    return args if isinstance(args, dict) else {}
+
+
 class InboxPoller:
     """The owner's half: wakes on a nudge (or every `fallback_s`), feeds rows to the sequencer."""
 
@@ -220,9 +247,9 @@ class InboxPoller:
             except Exception:
                 log.exception("inbox drain failed")
 
-    async def drain(self, only: tuple[str, ...] | None = None) -> int:
-        """Decide every open row (of the `only` commands, if given), oldest first, until none is
-        left: rows posted while this drains are decided too, before the caller lets go of the book.
+    async def drain(self, only: Callable[[str, dict], bool] | None = None) -> int:
+        """Decide every open row (those `only(command, args)` accepts, if given), oldest first, until
+        none is left: rows posted while this drains are decided too, before the caller lets go of the book.
 
         Each row is taken first (pending -> taken, one transaction): a sender that gave up can
         withdraw only a row nobody has taken, so a row either runs or is withdrawn, never both.
@@ -232,7 +259,7 @@ class InboxPoller:
         seen: set[int] = set()
         while True:
             rows = await writer.run(writer.query, f"SELECT id, command, args, who FROM inbox WHERE {OPEN} ORDER BY id")
-            rows = [row for row in rows if row[0] not in seen and (only is None or row[1] in only)]
+            rows = [row for row in rows if row[0] not in seen and (only is None or only(row[1], _args(row[2])))]
             if not rows:
                 break
             for ident, command, args_text, sender in rows:
@@ -267,7 +294,7 @@ class InboxPoller:
 
     async def _handle(self, ident: int, command: str, args: dict, sender: str) -> None:
         engine = self.engine
-        fees = {name: await ex.fee_reserve() for name, ex in engine.executors.items()}
+        fees = await _fees(engine) if needs_venue(command, args) else {}
         submit, now = engine.sequencer.submit, engine.now()
         try:
             if command == "promote":

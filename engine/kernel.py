@@ -23,7 +23,7 @@ from typing import Callable
 
 from engine import eventlog
 from engine.core.book import Limits, Policy
-from engine.core.exits import ExitRules, exits_due
+from engine.core.exits import HALT_CLOSE, ExitRules, closes_after_halt, exits_due
 from engine.core.messages import (
     Deposit,
     EntryDenied,
@@ -264,9 +264,15 @@ class Engine:
         if self.world.height is None and now - self._floors_at >= FLOOR_SYNC_MS:  # live: another hand on our key?
             await self.sync_floors()
         await self.driver.advance_all(self.world.concurrency)
+        refusals: dict[str, str | None] = {}  # per chain, asked once a tick, only when something would be sent
+        for position_id in closes_after_halt(self.book):  # any owner: the operator asked for it
+            position = self.book.positions.get(position_id)
+            if await self._refusal(position.chain, refusals):
+                continue
+            fee = await self.executors[position.chain].fee_reserve()
+            await submit(RequestClose(position_id, HALT_CLOSE, fee, now, by="halt"))
         if not self.automatic:
             return
-        refusals: dict[str, str | None] = {}  # per chain, asked once a tick, only when something would be sent
         for position_id, reason in exits_due(self.book, now, self.rules):
             position = self.book.positions.get(position_id)
             if await self._refusal(position.chain, refusals):
@@ -445,6 +451,7 @@ class BookOwner:
         self.sequencer = sequencer
         self.ownership = ownership
         self.executors: dict = {}
+        self.no_venue = "the chains' venues are not open"  # why a close decided here is refused
 
     @property
     def book(self):

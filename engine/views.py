@@ -238,6 +238,17 @@ async def history(db: Path, policy: Policy, limit: int | None = None) -> list[di
     return out
 
 
+async def unsettled(db: Path) -> tuple[int, list[tuple[int, str, int]]]:
+    """What a `halt --close-all` still waits for: how many entries are in flight (each may yet open
+    a position, which the halt then closes) and every position not closed (id, state, exits tried)."""
+    async with read_snapshot(db) as conn:
+        (entries,), = await fetch_all(conn, "SELECT count(*) FROM orders WHERE intent = 'entry' AND state IN "
+                                            "('new', 'signed', 'submitted', 'unknown')")
+        rows = await fetch_all(conn, "SELECT id, state, exit_attempts FROM positions WHERE state != 'closed' "
+                                     "ORDER BY id")
+    return entries, [tuple(row) for row in rows]
+
+
 async def last_exits(db: Path, ids: list[int]) -> dict[int, dict]:
     """Per position: its latest exit order (state, reason) and how many exits its latest close
     request tried, so a close that did not happen can say why."""

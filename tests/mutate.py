@@ -65,11 +65,12 @@ MUTATIONS = [
         "write-ahead: broadcast while RecordSubmission is still committing",
         "engine/driver.py",
         """            result = await submit(RecordSubmission(order.id, signed.tx_id, signed.raw, signed.expiry,
-                                                   quote.quoted_out, signed.min_out, self.clock()))
+                                                   quote.quoted_out, signed.min_out, self.clock(), signed.fees))
             if not result.accepted:""",
         """            import asyncio, dataclasses  # MUTATION: overlap the commit with the network round trip
             recording = asyncio.ensure_future(submit(RecordSubmission(order.id, signed.tx_id, signed.raw,
-                                              signed.expiry, quote.quoted_out, signed.min_out, self.clock())))
+                                              signed.expiry, quote.quoted_out, signed.min_out, self.clock(),
+                                              signed.fees)))
             early = await executor.broadcast(dataclasses.replace(order, state="signed", tx_id=signed.tx_id,
                                                                  raw=signed.raw, expiry=signed.expiry))
             result = await recording
@@ -214,10 +215,49 @@ MUTATIONS = [
     ),
     Mutation(
         "close --all closes only the first position",
-        "engine/inbox.py",
-        """            for p in book.open_positions() if p.state == "open"]""",
-        """            for p in book.open_positions() if p.state == "open"][:1]  # MUTATION""",
+        "engine/core/operator.py",
+        """    return [_request_close(p, p.id, reason, at, by, fees) for p in book.open_positions() if p.state == "open"]""",
+        """    return [_request_close(p, p.id, reason, at, by, fees) for p in book.open_positions()
+            if p.state == "open"][:1]  # MUTATION""",
         ("tests/cli/test_operator_paths.py::test_close_all_sells_every_open_position_exactly_once",),
+    ),
+    Mutation(
+        "halt --close-all leaves open a position an entry already sent opens after it",
+        "engine/core/exits.py",
+        """    return [p.id for p in book.open_positions() if p.state == "open" and p.exit_attempts == 0]""",
+        """    return []  # MUTATION""",
+        ("tests/integration/test_halt_close_all.py::test_a_position_opened_after_a_halt_close_all_is_closed_by_the_halt",),
+    ),
+    Mutation(
+        "a pause, a resume or a halt needs the node (the engine) to be decided",
+        "engine/core/operator.py",
+        """    return command in ("close", "close_all") or (command == "halt" and bool(args.get("close_all")))""",
+        """    return True  # MUTATION""",
+        ("tests/integration/test_evm_operator.py",),
+    ),
+    Mutation(
+        "an entry the chain cannot price under the gas cap still takes a nonce",
+        "engine/core/decider.py",
+        """    if cmd.refused:  # decided once""",
+        """    if False and cmd.refused:  # MUTATION""",
+        ("tests/integration/test_evm_scenarios.py::test_a_base_fee_above_the_cap_refuses_the_entry_and_sends_nothing",),
+    ),
+    Mutation(
+        "a replacement raises the fee cap but not the tip (anvil takes it, geth refuses it)",
+        "engine/venues/evm/fees.py",
+        """    least = Fees(max_fee=bumped(old.max_fee), tip=bumped(old.tip))""",
+        """    least = Fees(max_fee=bumped(old.max_fee), tip=old.tip)  # MUTATION""",
+        ("tests/unit/venues/test_evm_fees.py",),
+    ),
+    Mutation(
+        "the chain's pending count never raises the nonce floor (a foreign transaction goes unseen)",
+        "engine/core/decider.py",
+        """    if cmd.floor <= state.floor:
+        return []""",
+        """    if True:  # MUTATION
+        return []""",
+        ("tests/integration/test_evm_scenarios.py::"
+         "test_nonces_shows_the_next_nonce_and_the_floor_a_transaction_from_elsewhere_raised",),
     ),
 ]
 # The same guess, caught at the exit's crash point.
@@ -263,17 +303,24 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
     return code, time.monotonic() - started, out
 
 
-def apply(copy: Path, mutation: Mutation) -> str | None:
-    """Apply the mutation; the reason it cannot be applied, if so."""
-    path = copy / mutation.file
+def applies(tree: Path, mutation: Mutation) -> str | None:
+    """Why the mutation cannot be applied to `tree`, if it cannot (its text must occur once)."""
+    path = tree / mutation.file
     if not path.exists():
         return f"no file {mutation.file}"
-    text = path.read_text()
-    count = text.count(mutation.old)
+    count = path.read_text().count(mutation.old)
     if count != 1:
         return "pattern not found" if count == 0 else f"pattern found {count} times"
-    path.write_text(text.replace(mutation.old, mutation.new))
     return None
+
+
+def apply(copy: Path, mutation: Mutation) -> str | None:
+    """Apply the mutation; the reason it cannot be applied, if so."""
+    problem = applies(copy, mutation)
+    if problem is None:
+        path = copy / mutation.file
+        path.write_text(path.read_text().replace(mutation.old, mutation.new))
+    return problem
 
 
 def last_lines(out: str, n: int = 15) -> str:
@@ -287,11 +334,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-k", default="", help="only mutations whose name contains this")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--check", action="store_true", help="only check that every pattern applies once")
     parser.add_argument("--no-baseline", action="store_true", help="skip the run on the unmutated copy")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per pytest run")
     parser.add_argument("-v", action="store_true", help="show pytest's last lines for every run")
     args = parser.parse_args()
     chosen = [m for m in MUTATIONS if args.k.lower() in m.name.lower()]
+    if args.check:
+        problems = [f"{m.name}: {problem}" for m in chosen if (problem := applies(ROOT, m))]
+        print("\n".join(problems) or f"all {len(chosen)} patterns apply once")
+        return 1 if problems else 0
     if args.list:
         for m in chosen:
             print(f"{m.name}\n    {m.file}\n    " + "\n    ".join(m.tests))

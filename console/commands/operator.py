@@ -85,7 +85,7 @@ async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool,
             try:
                 return await inbox.wait(db, posted[0], max(deadline - time.monotonic(), 0), home=settings.home)
             except inbox.Unowned:
-                await _decide_here(settings, db, command, None)
+                await _decide_here(settings, db, command, args)
     except (TimeoutError, KeyboardInterrupt, asyncio.CancelledError, Exception) as exc:
         if not posted:  # refused before anything was queued
             raise
@@ -124,27 +124,46 @@ async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: Base
                      "`botctl history --commands` shows its answer") from None
 
 
-async def _decide_here(settings, db: Path, command: str, args: dict | None, posted: list | None = None) -> None:
-    """Own the book for a moment: post the command (if `args`; its id goes to `posted`), decide
+async def _decide_here(settings, db: Path, command: str, args: dict, posted: list | None = None) -> None:
+    """Own the book for a moment: post the command (if `posted` is given; its id goes there), decide
     every open row, settle what was sent, and let go only when no row is left. Nothing is posted
-    if another process owns the book (it will decide)."""
-    from engine import inbox
-    from engine.core.operator import STAGE_COMMANDS
-    from storage.owner import OwnerBusy
+    if another process owns the book (it will decide).
 
-    stage_command = command in STAGE_COMMANDS
+    A stage command opens the book alone. The others open the engine (reconciling first, as any
+    start does); when it cannot start (a node down, a key that cannot be opened, a profile with no
+    chains), a command that moves no funds (pause, resume, halt) is still decided, on the book
+    alone: the operator's brakes must not depend on what failed. A `halt --close-all` then halts
+    and refuses each close saying why. Rows that need the engine stay queued for the next one."""
+    from engine import inbox
+    from engine.core.operator import STAGE_COMMANDS, needs_venue
+    from engine.settings import SettingsError
+    from storage.owner import OwnerBusy
+    from wallet.keystore import KeystoreError
+
+    book_only = command in STAGE_COMMANDS
+    only = (lambda c, _a: c in STAGE_COMMANDS) if book_only else None
     try:
-        owner = await (_own_book(settings) if stage_command else _own_engine(settings))
+        if book_only:
+            owner = await _own_book(settings)
+        else:
+            try:
+                owner = await _own_engine(settings)
+            except (SettingsError, KeystoreError) as exc:
+                if needs_venue(command, args) and command != "halt":
+                    raise
+                owner = await _own_book(settings)
+                owner.no_venue = f"the engine cannot start ({exc})"
+                book_only = True
+                only = lambda c, a: not needs_venue(c, a) or c == "halt"  # noqa: E731
     except OwnerBusy:  # someone started meanwhile: they decide it
         return
     ident = None
     try:
-        if args is not None:
+        if posted is not None:
             ident = inbox.post(db, command, args)
             posted.append(ident)
         poller = inbox.InboxPoller(owner)
-        only = STAGE_COMMANDS if stage_command else None
-        while await _uninterrupted(poller.drain(only=only)) and not stage_command:
+        while await _uninterrupted(poller.drain(only=only)) and not book_only:
             await owner.settle()  # rows that came while this settled are decided in the next round
     except BaseException:
         if ident is not None:  # failed before deciding it: it must not run later either
@@ -191,9 +210,11 @@ async def _own_engine(settings):
     return engine
 
 
-async def _await_closed(settings, db: Path, policy, ids: list[int], timeout: float) -> list[dict]:
+async def _await_closed(settings, db: Path, policy, ids: list[int], timeout: float,
+                        everything: bool = False) -> list[dict]:
     """Wait until every position is closed, or none is closing any more (its exit gave up), or no
-    engine is left to move them, or the time is up."""
+    engine is left to move them, or the time is up. `everything` (a halt that closes all): also
+    until no entry is in flight, and report every position not closed, those opened since too."""
     import asyncio
 
     from engine import views
@@ -201,9 +222,16 @@ async def _await_closed(settings, db: Path, policy, ids: list[int], timeout: flo
 
     deadline = time.monotonic() + timeout
     while True:
-        rows = await views.positions(db, policy, include_closed=True, ids=ids)
+        # the owner first: one that finished and left after this read has already written its work
         driven = current_owner(settings.home) is not None
-        if all(r["state"] != "closing" for r in rows) or not driven or time.monotonic() >= deadline:
+        waiting = False
+        if everything:
+            entries, unclosed = await views.unsettled(db)
+            ids = sorted(set(ids) | {pid for pid, _state, _tried in unclosed})
+            waiting = entries > 0 or any(state == "open" and not tried for _pid, state, tried in unclosed)
+        rows = await views.positions(db, policy, include_closed=True, ids=ids)
+        busy = waiting or any(r["state"] == "closing" for r in rows)
+        if not busy or not driven or time.monotonic() >= deadline:
             exits = await views.last_exits(db, [r["id"] for r in rows if r["state"] != "closed"])
             return [{**r, "exit": exits.get(r["id"]), "driven": driven} for r in rows]
         await asyncio.sleep(0.02)
@@ -217,6 +245,9 @@ def _not_closed(p: dict) -> str:
                  "no engine is running to send it: `botctl run` does")
         return f"position {p['id']} is still closing: exit order {exit_.get('order')} is " \
                f"{exit_.get('state', 'in flight')} ({where})"
+    if not exit_:
+        when = "the engine closes it" if p.get("driven") else "`botctl run` closes it while the halt holds"
+        return f"position {p['id']} is still open: no exit was sent yet ({when})"
     tried = exit_.get("tried", 0)
     why = f": {exit_['reason']}" if exit_.get("reason") else ""
     return f"position {p['id']} is still open: its exit failed after {tried} attempt{'s' if tried != 1 else ''}{why}"
@@ -333,7 +364,9 @@ def halt(
     async def go():
         row = await _dispatch(settings, db, "halt", args, no_wait, timeout)
         ids = (row.get("result") or {}).get("closing", [])
-        closed = await _await_closed(settings, db, policy, ids, timeout) if ids and not no_wait else None
+        closed = None
+        if row["state"] == "done" and not no_wait and (ids or close_all):
+            closed = await _await_closed(settings, db, policy, ids, timeout, everything=close_all)
         return row, closed
 
     row, closed = asyncio.run(go())

@@ -293,6 +293,7 @@ META_DEFAULTS: dict[str, Any] = {
     "next_order": 1,
     "next_fill": 1,
     "trading_state": TradingState.ACTIVE,
+    "closing_all": 0,  # 1 while a `halt --close-all` holds: positions that open later are closed too
     "consecutive_losses": 0,
     "open_slots": 0,
     "review": (),  # reconciliation differences waiting for the operator

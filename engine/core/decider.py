@@ -229,6 +229,8 @@ def _decide_close(book: Book, cmd: RequestClose) -> list:
         return [CloseDenied(cmd.position_id, f"position {cmd.position_id} is already closing", cmd.at)]
     if cmd.fee_reserve < 0:
         return [CloseDenied(cmd.position_id, "fee reserve must not be negative", cmd.at)]
+    if cmd.refused:
+        return [CloseDenied(cmd.position_id, f"position {cmd.position_id} stays open: {cmd.refused}", cmd.at)]
     if cmd.by == "engine" and book.trading_state is TradingState.HALTED:
         return [CloseDenied(cmd.position_id, "trading is halted: no automatic exits", cmd.at)]
     chain = book.policy.chains[position.chain]
@@ -443,15 +445,16 @@ def _decide_state(book: Book, cmd: SetTradingState) -> list:
     """Asking for the state the book is already in changes nothing and is not an error (an emergency
     `halt` on a halted bot must not fail): no events; the inbox answers "already halted"."""
     previous = book.trading_state
-    if cmd.state is previous:
+    arming = cmd.state is TradingState.HALTED and cmd.close_all and not book.meta.get("closing_all")
+    if cmd.state is previous and not arming:
         tripped = tripped_breakers(book) if cmd.state is TradingState.ACTIVE else []
         if tripped:  # a breaker stopped entries: resuming re-arms it
             return [TradingStateChanged(cmd.state, previous, f"{cmd.reason} ({'; '.join(tripped)} reset)",
                                         cmd.by, cmd.at)]
         return []
-    if previous is TradingState.HALTED and not cmd.force:
+    if previous is TradingState.HALTED and cmd.state is not previous and not cmd.force:
         return _reject(cmd, "trading is halted: leaving a halt needs `botctl resume --force`")
-    return [TradingStateChanged(cmd.state, previous, cmd.reason, cmd.by, cmd.at)]
+    return [TradingStateChanged(cmd.state, previous, cmd.reason, cmd.by, cmd.at, close_all=arming)]
 
 
 def _decide_from_inbox(book: Book, cmd: FromInbox) -> list:
@@ -772,6 +775,10 @@ def _evolve_marked(book: Book, e: PricesMarked) -> None:
 
 def _evolve_state(book: Book, e: TradingStateChanged) -> None:
     book.meta.put("trading_state", e.state)
+    if e.close_all:
+        book.meta.put("closing_all", 1)
+    elif e.state is not TradingState.HALTED and book.meta.get("closing_all"):
+        book.meta.put("closing_all", 0)  # leaving the halt ends it
     if e.state is TradingState.ACTIVE:  # resuming re-arms every breaker
         book.meta.put("consecutive_losses", 0)
         for chain in sorted(book.policy.chains):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.core.book import Book, Position
+from engine.core.messages import TradingState
 from engine.core.money import quote_for
 
 
@@ -50,3 +51,16 @@ def exits_due(book: Book, now: int, rules: ExitRules) -> list[tuple[int, str]]:
         if reason is not None:
             due.append((position.id, reason))
     return due
+
+
+HALT_CLOSE = "halt --close-all: opened after the halt"
+
+
+def closes_after_halt(book: Book) -> list[int]:
+    """A `halt --close-all` keeps closing while it holds: an entry already sent when it committed
+    may still fill, and the position it opens is closed as it lands (by the operator's halt, not by
+    an automatic rule, which a halt stops). A position whose exit was tried and failed waits for
+    the operator: a chain that refuses it is not asked again and again."""
+    if book.trading_state is not TradingState.HALTED or not book.meta.get("closing_all"):
+        return []
+    return [p.id for p in book.open_positions() if p.state == "open" and p.exit_attempts == 0]

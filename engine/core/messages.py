@@ -143,6 +143,7 @@ class RequestClose:
     fee_reserve: int
     at: int
     by: str = "engine"
+    refused: str | None = None  # the chain cannot be reached to price the exit (why): denied, nothing reserved
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,7 @@ class SetTradingState:
     at: int
     by: str = "operator"
     force: bool = False  # leaving HALTED needs it
+    close_all: bool = False  # a halt that closes every position, also those its entries in flight open later
 
 
 @dataclass(frozen=True, slots=True)
@@ -511,6 +513,7 @@ class TradingStateChanged:
     reason: str
     by: str
     at: int
+    close_all: bool = False  # halted to close everything: a position opened later is closed too
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,24 +121,23 @@ def test_halt_close_all_under_load(engine_running):
         time.sleep(0.05)
     reasons = [json.loads(data)["reason"] for (data,) in conn.execute(
         "SELECT data FROM journal WHERE kind = 'EntryDenied' AND seq > ?", (halted_at,))]
-    # An entry already sent when the halt committed may still fill (its bytes are out): the position
-    # it opens is the only kind that may be open after the halt (issue 16's note: the halt does not
-    # yet close those when they land).
-    reserved_before = {json.loads(data)["order_id"] for (data,) in conn.execute(
-        "SELECT data FROM journal WHERE kind = 'EntryReserved' AND seq < ?", (halted_at,))}
     conn.close()
     assert later == 0, "no entry is reserved after the halt's commit"
     assert denied > 0, "the feed kept proposing entries and they were refused"
     # refused for the halt (every token just closed also cools down: that alone would refuse them too)
     assert all("trading is halted" in reason for reason in reasons), reasons
-    assert all(p["state"] == "closed" for p in json.loads(result.stdout)["positions"])
+    # An entry already sent when the halt committed may still fill after it: the halt waits for it
+    # and closes the position it opens, so that nothing is open when it answers.
+    reported = json.loads(result.stdout)["positions"]
+    assert reported and all(p["state"] == "closed" for p in reported), reported
     conn = sqlite3.connect(home / "botctl.db")
-    still_open = conn.execute("SELECT id, entry_order FROM positions WHERE state != 'closed'").fetchall()
-    opened_after = [pid for (data,) in conn.execute(
-        "SELECT data FROM journal WHERE kind = 'PositionOpened' AND seq > ?", (halted_at,))
-        for pid in [json.loads(data)["position_id"]]]
+    still_open = conn.execute("SELECT id FROM positions WHERE state != 'closed'").fetchall()
+    in_flight = conn.execute("SELECT id FROM orders WHERE intent = 'entry' AND state IN "
+                             "('new', 'signed', 'submitted', 'unknown')").fetchall()
+    closed_ids = {pid for (pid,) in conn.execute("SELECT id FROM positions WHERE state = 'closed'")}
     conn.close()
-    assert all(pid in opened_after and entry in reserved_before for pid, entry in still_open), still_open
+    assert still_open == [] and in_flight == [], (still_open, in_flight)
+    assert {p["id"] for p in reported} <= closed_ids
     assert json.loads(cli(home, "status", "--json").stdout)["trading_state"] == "halted"
     assert cli(home, "audit").returncode == 0
 

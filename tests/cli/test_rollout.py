@@ -255,12 +255,16 @@ def test_a_drill_that_cannot_run_says_why_and_records_nothing(botctl):
 def test_a_command_no_engine_here_can_decide_is_refused_up_front_and_never_runs_later(botctl, home):
     assert botctl("run", "--duration", "5").returncode == 0
     put_book_in_stage(home, "testnet")  # its profile trades test networks: no engine starts here
-    out = botctl("pause")
-    assert out.returncode == 2 and out.stderr.startswith("error: mode live needs chains")
+    before = json.loads(botctl("positions", "--json").stdout)
+    assert before, "the paper run left positions open"
+    out = botctl("close", "--all", "--yes")  # selling needs the engine
+    assert out.returncode == 2 and out.stderr.startswith("error: mode live needs chains"), out.stderr
     assert botctl("run", "--duration", "5", "--profile", "paper").returncode == 0  # a later owner
-    status = json.loads(botctl("status", "--json").stdout)
-    assert status["trading_state"] == "active"  # the refused pause did not happen later
-    assert botctl("pause", env={"BOTCTL_PROFILE": "paper"}).returncode == 0
+    history = json.loads(botctl("history", "--commands", "--json").stdout)
+    assert all(r["command"] != "close_all" or r["state"] == "withdrawn" for r in history), history
+    # a pause moves no funds: decided on the book alone, though no engine can start here
+    out = botctl("pause")
+    assert out.returncode == 0 and "trading active -> reducing" in out.stdout, out.stderr
     # A demotion works whatever the stage's engine can do, even with a config the paper stage refuses
     # (testnet may turn dry run off; paper may not); reads keep working, an engine start says why.
     (home / "config.toml").write_text("dry_run = false\n")

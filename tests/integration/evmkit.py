@@ -299,6 +299,14 @@ def add_tokens(chain, symbols: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- a flaky link
 
 
+@pytest.fixture
+def relay(evm_chain):
+    """A Relay to the worker's anvil: give botctl `relay.url` as its node, then break it."""
+    link = Relay(evm_chain.rpc_url)
+    yield link
+    link.close()
+
+
 class Relay:
     """A JSON-RPC relay between botctl and the node, on its own port, that the test can break.
 

@@ -22,7 +22,6 @@ from evmkit import (
     GWEI,
     PASSWORD,
     USDC,
-    Relay,
     add_tokens,
     approve_router_from_another_account,
     automine,
@@ -38,6 +37,7 @@ from evmkit import (
     nonce_counts,
     orders,
     output,
+    relay,  # noqa: F401 (a fixture)
     send_from_our_key,
     settled_cleanly,
     start,
@@ -289,18 +289,11 @@ def test_a_base_fee_above_the_cap_refuses_the_entry_and_sends_nothing(live_home,
 # ---------------------------------------------------------------------------------------------- 5
 
 
-@pytest.fixture
-def relay(evm_chain):  # noqa: F811
-    link = Relay(evm_chain.rpc_url)
-    yield link
-    link.close()
-
-
 OUTAGE_S = 6  # longer than the engine's periodic reads of the chain (kernel FLOOR_SYNC_MS is 5 s)
 
 
 def test_a_node_cut_off_after_the_sends_holds_the_funds_until_it_answers_again(tmp_path, evm_chain,  # noqa: F811
-                                                                               relay):
+                                                                               relay):  # noqa: F811
     """A position is open (its price is read every tick) when the next entry's two transactions
     reach the node but their answers do not reach botctl, and then the node stays unreachable for
     longer than any periodic read's interval. The engine keeps running and holds the funds; when

@@ -1,17 +1,18 @@
-"""Run botctl as a subprocess: with its output captured (`run`, warm), or on a pseudo-terminal (a
-real TTY to it): answer its prompts (`converse`), or drive a full-screen command with keys and
-signals and read what it drew (`Console`).
+"""Run botctl as a subprocess: with its output captured (`run`), in the background (`spawn`), or on a
+pseudo-terminal (a real TTY to it): answer its prompts (`converse`), or drive a full-screen command
+with keys and signals and read what it drew (`Console`).
 
-`run` is `subprocess.run([python, "-m", "console.cli", ...], capture_output=True, text=True)`
-without the half second a fresh interpreter spends importing the CLI: a server (one per test
-process, started on first use) imports the CLI's modules once and forks a child per command. The
-child is botctl as a subprocess in every other way: its own pid (signals and SIGKILL reach it), the
-given environment, working directory, umask and stdin (or /dev/null), its own stdout and stderr,
-`console.cli` run as __main__ and the interpreter's normal exit. What a warm child does not
-exercise is the interpreter's start: which modules the CLI imports and how long that takes, Ctrl-C
-during the imports, and a hash seed of its own (tests that compare runs of separate processes for
-determinism). Tests of those start botctl cold (`cold=True`, or their own subprocess); COLD_CLI=1
-in the environment starts every command cold.
+Each starts botctl warm unless told `cold=True`: without the half second a fresh interpreter spends
+importing the CLI. A server (one per test process, started on first use) imports the CLI's modules
+once and forks a child per command. The child is botctl as a subprocess in every other way: its own
+pid (signals and SIGKILL reach it), the given arguments, environment, working directory, umask,
+stdin (`input`, a pseudo-terminal - its controlling terminal - or /dev/null), stdout and stderr,
+`console.cli` run as __main__, and the interpreter's normal exit as its exit status. What a warm
+child does not exercise is the interpreter's start: which modules the CLI imports and how long that
+takes, Ctrl-C during those imports, and a hash seed of its own (tests that compare the runs of
+separate processes for determinism start at least one of them cold). COLD_CLI=1 in the environment
+starts every command cold (the whole suite then runs as it did before the server: slower, same
+assertions).
 """
 
 from __future__ import annotations
@@ -37,30 +38,34 @@ PRELOAD = ("typer", "console.errors", "console.commands.doctor", "console.comman
            "console.commands.rollout", "console.commands.run", "console.commands.tui", "asyncio", "aiosqlite",
            "storage", "engine.audit", "engine.drills", "engine.inbox", "engine.kernel", "engine.rollout",
            "engine.venues.choose", "engine.venues.paper.world", "engine.views", "console.tui.app")
-COLD = "COLD_CLI"  # set (to anything) in the environment: every `run` starts a fresh interpreter
+# A second server for tests of EVM chains (`evm=True`): web3 and the EVM venue take a second or two to
+# import, which the other tests need not wait for.
+PRELOAD_EVM = ("web3", "eth_account", "wallet.keystore", "engine.venues.evm.client", "engine.venues.evm.executor",
+               "engine.venues.evm.world")
+COLD = "COLD_CLI"  # set (to anything) in the environment: every command starts a fresh interpreter
 
 
 def run(args, env: dict[str, str], cwd=None, timeout: float = 120, input: str | bytes | None = None,
-        text: bool = True, cold: bool = False) -> subprocess.CompletedProcess:
+        text: bool = True, cold: bool = False, evm: bool = False) -> subprocess.CompletedProcess:
     """`botctl ARGS` with its output captured (as text, or bytes): a CompletedProcess, or
     TimeoutExpired after `timeout` seconds (the command is killed). stdin is `input`, else /dev/null."""
     argv = [sys.executable, "-m", "console.cli", *map(str, args)]
     if cold or os.environ.get(COLD):
         return subprocess.run(argv, capture_output=True, text=text, env=env, cwd=cwd, timeout=timeout, input=input,
                               stdin=subprocess.DEVNULL if input is None else None)
-    return _server().run(argv, [str(a) for a in args], env, cwd, timeout, input, text)
+    return _server(evm).run(argv, [str(a) for a in args], env, cwd, timeout, input, text)
 
 
-_SERVER = None
+_SERVERS: dict[bool, "_Server"] = {}
 _SERVER_LOCK = threading.Lock()
 
 
-def _server() -> "_Server":
-    global _SERVER
+def _server(evm: bool = False) -> "_Server":
     with _SERVER_LOCK:
-        if _SERVER is None or _SERVER.proc.poll() is not None:
-            _SERVER = _Server()
-        return _SERVER
+        server = _SERVERS.get(evm)
+        if server is None or server.proc.poll() is not None:
+            server = _SERVERS[evm] = _Server(evm)
+        return server
 
 
 class _Server:
@@ -68,7 +73,7 @@ class _Server:
     environment, directory and umask, with the command's stdin, stdout and stderr as file descriptors),
     reads the output, and the exit status the server reports once it has reaped the child."""
 
-    def __init__(self):
+    def __init__(self, evm: bool):
         import atexit
         import socket
         import tempfile
@@ -78,7 +83,8 @@ class _Server:
         self.path = os.path.join(self.dir, "server")
         env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
         # stdin: the server ends when this process does (EOF); stdout: one line once it is ready.
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", self.path],
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", self.path,
+                                      "evm" if evm else "paper"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         ready = self.proc.stdout.readline()
         if ready != b"ready\n":
@@ -173,20 +179,21 @@ class _Server:
 
 
 def spawn(args, env: dict[str, str], cwd=None, stdout: int = subprocess.DEVNULL, stderr: int = subprocess.DEVNULL,
-          text: bool = False, cold: bool = False):
-    """`botctl ARGS` started in the background (stdin /dev/null; stdout and stderr PIPE or DEVNULL): a
-    Popen, or (warm) an object with the part of Popen's interface tests use."""
+          text: bool = False, cold: bool = False, evm: bool = False):
+    """`botctl ARGS` started in the background (stdin /dev/null; stdout and stderr PIPE, DEVNULL or an
+    open file): a Popen, or (warm) an object with the part of Popen's interface tests use."""
     argv = [sys.executable, "-m", "console.cli", *map(str, args)]
     if cold or os.environ.get(COLD):
         return subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                 text=text)
-    return Spawned(argv, [str(a) for a in args], env, cwd, stdout, stderr, text)
+    return Spawned(argv, [str(a) for a in args], env, cwd, stdout, stderr, text, evm)
 
 
 class Spawned:
     """A warm child started by `spawn`. Its parent is the server, which reports its exit status."""
 
-    def __init__(self, argv: list[str], args: list[str], env, cwd, stdout: int, stderr: int, text: bool):
+    def __init__(self, argv: list[str], args: list[str], env, cwd, stdout: int, stderr: int, text: bool,
+                 evm: bool = False):
         import locale
 
         self.args = argv
@@ -200,13 +207,14 @@ class Spawned:
             elif how == subprocess.DEVNULL:
                 ends.append(os.open(os.devnull, os.O_WRONLY))
                 mine.append(None)
-            else:
-                raise ValueError("stdout and stderr: PIPE or DEVNULL")
+            else:  # an open file (or its descriptor): the child writes to it, as Popen's would
+                ends.append(os.dup(how if isinstance(how, int) else how.fileno()))
+                mine.append(None)
         encoding = locale.getpreferredencoding(False)
         self.stdout, self.stderr = (None if fd is None else
                                     open(fd, "r", encoding=encoding) if text else open(fd, "rb") for fd in mine)
         try:
-            self._conn, self.pid = _server().start(args, env, cwd, ends)
+            self._conn, self.pid = _server(evm).start(args, env, cwd, ends)
         except BaseException:
             for stream in (self.stdout, self.stderr):
                 if stream is not None:
@@ -299,18 +307,23 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _serve(path: str) -> dict:
+def _serve(path: str, kind: str) -> dict:
     """The server: import, then fork a child per request and report its exit status. Returns only
     in a child, with the request it is to run."""
+    import gc
     import importlib
     import json
     import selectors
     import socket
 
-    import gc
-
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in PRELOAD_EVM if kind == "evm" else ():
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # moved or renamed: its children import it themselves
+            if exc.name != name:
+                raise
     assert threading.active_count() == 1, "a preloaded module started a thread: forking would copy it"
     # What was imported here stays for every child's life: out of the collector's sight, a child's
     # exit does not walk it (a tenth of a second each), nor do its collections copy its pages.
@@ -632,4 +645,4 @@ class Console:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
-    _as_botctl(_serve(sys.argv[2]))
+    _as_botctl(_serve(sys.argv[2], sys.argv[3]))

@@ -291,8 +291,7 @@ def test_a_fifo_is_read_as_a_stream_one_writer_after_another(tmp_path):
 def test_a_fifo_nobody_writes_to_never_blocks_the_engine(tmp_path):
     home, fifo = tmp_path / "home", tmp_path / "signals.fifo"
     os.mkfifo(fifo)
-    run = subprocess.run([sys.executable, "-m", "console.cli", "run", "--signals", str(fifo), "--duration", "10"],
-                         env=env_for(home), cwd=tmp_path, capture_output=True, timeout=60)
+    run = cli(home, "run", "--signals", str(fifo), "--duration", "10")
     assert run.returncode == 0, run.stderr
     clean(run.stderr)
     assert b"stopped: 10 blocks" in run.stderr

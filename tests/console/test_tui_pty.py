@@ -162,8 +162,7 @@ def test_quitting_while_the_engine_is_still_starting_lets_go_of_everything_it_to
 
 
 def test_off_a_terminal_tui_refuses_before_taking_anything(home):
-    out = subprocess.run([sys.executable, "-m", "console.cli", "tui"], stdin=subprocess.DEVNULL,
-                         capture_output=True, text=True, env=environment(home), cwd=home.parent, timeout=30)
+    out = cli(home, "tui")  # stdin /dev/null, stdout and stderr pipes: no terminal anywhere
     assert out.returncode == 2
     assert out.stderr == "error: botctl tui needs a terminal (use botctl run for a headless engine)\n"
     assert out.stdout == ""

@@ -18,7 +18,6 @@ import json
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+import terminal
 from clikit import env_for, put_book_in_stage
 
 PASSWORD = "correct horse battery staple"
@@ -92,19 +92,18 @@ def live_home(tmp_path: Path, evm_chain):
 
 
 def botctl(home: Path, *args: str, timeout: float = 180, **extra: str) -> subprocess.CompletedProcess:
-    """`botctl ARGS` as the operator runs it, in the testnet profile with the keystore's password."""
-    return subprocess.run([sys.executable, "-m", "console.cli", *args], capture_output=True, text=True,
-                          env=_env(home, extra), cwd=home.parent, timeout=timeout)
+    """`botctl ARGS` as the operator runs it, in the testnet profile with the keystore's password
+    (started warm, web3 already imported: tests/terminal.py)."""
+    return terminal.run(args, _env(home, extra), cwd=home.parent, timeout=timeout, evm=True)
 
 
-def start(home: Path, *args: str, **extra: str) -> subprocess.Popen:
+def start(home: Path, *args: str, **extra: str):
     """`botctl ARGS` in the background (a run the test drives the chain under); output to files in
-    the home's parent, read with `output()`."""
+    the home's parent, read with `output()`. A Popen's poll, wait, pid and signals."""
     out = open(home.parent / "botctl.out", "w")
     err = open(home.parent / "botctl.err", "w")
     try:
-        return subprocess.Popen([sys.executable, "-m", "console.cli", *args], stdout=out, stderr=err,
-                                env=_env(home, extra), cwd=home.parent)
+        return terminal.spawn(args, _env(home, extra), cwd=home.parent, stdout=out, stderr=err, evm=True)
     finally:
         out.close()
         err.close()

@@ -112,8 +112,8 @@ def key_problem(home: Path, chain) -> str | None:
     return None
 
 
-def _rpc(url: str, method: str, timeout: float) -> object:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
+def _rpc(url: str, method: str, timeout: float, params: list | None = None) -> object:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator's endpoint)
         reply = json.loads(response.read())
@@ -129,6 +129,23 @@ def probe(chain, timeout: float = 5.0) -> Network:
     if chain.kind == "evm":
         return classify_evm(int(_rpc(chain.rpc_url, "eth_chainId", timeout), 16))
     return classify_solana(str(_rpc(chain.rpc_url, "getGenesisHash", timeout)), chain.rpc_url)
+
+
+def pending_counts(settings, accounts: list[tuple[str, str]], timeout: float = 3.0
+                   ) -> tuple[dict[tuple[str, str], int], dict[str, str]]:
+    """The chain's pending transaction count of each EVM (chain, address), asked now (what
+    `botctl nonces` compares the book with), and per chain that could not answer, why (never its URL)."""
+    counts, problems = {}, {}
+    for chain, address in accounts:
+        spec = settings.chains.get(chain)
+        if spec is None or spec.kind != "evm" or not spec.rpc_url or chain in problems:
+            continue
+        try:
+            counts[(chain, address)] = int(str(_rpc(spec.rpc_url, "eth_getTransactionCount", timeout,
+                                                    [address, "pending"])), 16)
+        except Exception as exc:
+            problems[chain] = f"endpoint {_safe(spec.rpc_url)} unreachable: {_why(exc)}"
+    return counts, problems
 
 
 def probe_all(settings, timeout: float = 5.0) -> tuple[dict[str, Network], list[str]]:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from engine.core.book import Policy
+from engine.core.book import Policy, nonce_gap
 from engine.core.money import from_units, quote_for
 from storage import fetch_all, read_snapshot
 
@@ -181,20 +181,38 @@ async def reservations(db: Path, policy: Policy) -> list[dict]:
     return out
 
 
-async def nonces(db: Path) -> list[dict]:
-    """Per (chain, address): the next nonce we hand out, the chain's pending count last seen,
-    and every transaction in flight with its nonce (a gap is a missing nonce below the lowest)."""
+def _attempt_view(attempt) -> dict:
+    return {"tx_id": attempt.tx_id, "max_fee_wei": attempt.max_fee, "tip_wei": attempt.tip,
+            "cancel": attempt.cancel, "sent_at": iso(attempt.at), "sent_ms": attempt.at}
+
+
+async def nonces(db: Path, chain_pending: dict[tuple[str, str], int] | None = None) -> list[dict]:
+    """Per (chain, address): the next nonce we hand out, the chain's pending count (as `chain_pending`
+    says now, else as last seen: the floor), and every transaction in flight with its nonce and every
+    attempt at it (each replacement's fees; any of them may be the one mined). A gap is a run of
+    nonces below our lowest in flight that the chain has no transaction for."""
+    import dataclasses
+
+    from engine.core.book import Order
+    from engine.persist import entity_from_row
+
+    columns = ", ".join(f.name for f in dataclasses.fields(Order))
     async with read_snapshot(db) as conn:
         accounts = await fetch_all(conn, "SELECT chain, address, next, floor FROM nonces ORDER BY chain, address")
-        flying = await fetch_all(conn, (
-            "SELECT id, chain, address, nonce, intent, state, tx_id, updated_at FROM orders WHERE nonce IS NOT NULL"
-            " AND state IN ('new', 'signed', 'submitted', 'unknown') ORDER BY nonce"))
+        flying = [entity_from_row(Order, row) for row in await fetch_all(conn, (
+            f"SELECT {columns} FROM orders WHERE nonce IS NOT NULL"
+            " AND state IN ('new', 'signed', 'submitted', 'unknown') ORDER BY nonce"))]
     out = []
     for chain, address, next_nonce, floor in accounts:
-        mine = [{"order_id": i, "nonce": n, "intent": intent, "state": s, "tx_id": tx, "updated_at": iso(at)}
-                for i, c, a, n, intent, s, tx, at in flying if (c, a) == (chain, address)]
+        mine = [o for o in flying if (o.chain, o.address) == (chain, address)]
+        pending = (chain_pending or {}).get((chain, address))
+        seen = pending if pending is not None else floor
         out.append({"chain": chain, "address": address, "next_nonce": next_nonce, "chain_floor": floor,
-                    "in_flight": mine})
+                    "chain_pending": pending, "gap": nonce_gap(seen, [o.nonce for o in mine]),
+                    "in_flight": [{"order_id": o.id, "nonce": o.nonce, "intent": o.intent, "state": o.state,
+                                   "tx_id": o.tx_id, "created_ms": o.created_at, "updated_at": iso(o.updated_at),
+                                   "attempts": [_attempt_view(a) for a in o.all_attempts()] if o.tx_id else []}
+                                  for o in mine]})
     return out
 
 

@@ -98,21 +98,60 @@ def reservations(json_out: bool = JSON) -> None:
           {0, 4, 5})
 
 
-def nonces(json_out: bool = JSON) -> None:
-    """EVM nonces: next to hand out, the chain's floor, transactions in flight."""
+def nonces(json_out: bool = JSON,
+           offline: bool = typer.Option(False, "--offline", help="Do not ask the chains for their pending count "
+                                        "(shown as last seen by the engine).")) -> None:
+    """EVM nonces: the chain's pending count, the next we hand out, every transaction in flight with
+    each attempt's fees and age, and gaps (nonces no transaction holds, which block ours above them)."""
     import asyncio
+    import time
 
+    from console.tui.format import age
     from engine import views
+    from engine.guards import pending_counts
+    from engine.venues.choose import stored_now_ms
 
-    _settings, db, _policy = context()
+    settings, db, _policy = context()
     rows = asyncio.run(views.nonces(db))
+    problems: dict[str, str] = {}
+    if not offline and settings.mode != "paper":
+        counts, problems = pending_counts(settings, [(r["chain"], r["address"]) for r in rows])
+        rows = asyncio.run(views.nonces(db, counts))
     if json_out:
-        emit_json(rows)
+        emit_json([{**r, **({"chain_error": problems[r["chain"]]} if r["chain"] in problems else {})} for r in rows])
         return
-    table("Nonces", ["chain", "address", "next", "floor", "in flight"],
-          [[r["chain"], r["address"][:12] + "...", str(r["next_nonce"]), str(r["chain_floor"]),
-            ", ".join(f"{t['nonce']}:{t['intent']}:{t['state']}" for t in r["in_flight"]) or "-"] for r in rows],
-          {2, 3})
+    now = stored_now_ms(settings) or int(time.time() * 1000)
+    table("Nonces", ["chain", "address", "chain pending", "next", "in flight", "gap"],
+          [[r["chain"], r["address"], _seen(r), str(r["next_nonce"]), str(len(r["in_flight"])),
+            f"[bold red]nonces {_span(r['gap'])} hold no transaction: later ones cannot land[/]" if r["gap"] else "-"]
+           for r in rows], {2, 3, 4})
+    flying = [(r["chain"], t) for r in rows for t in r["in_flight"]]
+    if flying:
+        table("In flight", ["chain", "nonce", "order", "intent", "state", "tx", "max fee / tip (gwei)", "attempts",
+                            "age"],
+              [[chain, str(t["nonce"]), str(t["order_id"]), t["intent"], t["state"], t["tx_id"] or "-",
+                _fees(t["attempts"][-1]) if t["attempts"] else "-", str(len(t["attempts"])),
+                age(now - t["created_ms"])] for chain, t in flying], {1, 2, 7, 8})
+    for chain, why in sorted(problems.items()):
+        print(f"{chain}: pending count unknown ({why}); shown as last seen")
+
+
+def _seen(row: dict) -> str:
+    return str(row["chain_pending"]) if row["chain_pending"] is not None else f"{row['chain_floor']} (last seen)"
+
+
+def _span(gap: list[int]) -> str:
+    first, last = gap
+    return str(first) if first == last else f"{first}..{last}"
+
+
+def _fees(attempt: dict) -> str:
+    from engine.venues.evm.fees import format_gwei
+
+    if attempt["max_fee_wei"] is None:
+        return "-"
+    cancel = " (cancel)" if attempt["cancel"] else ""
+    return f"{format_gwei(attempt['max_fee_wei'])} / {format_gwei(attempt['tip_wei'] or 0)}{cancel}"
 
 
 def history(limit: int = typer.Option(50, "--limit", help="How many rows, newest first."),

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, Iterable
 
 from console.tui.format import age, amount, clock_time, compact_price, money, price, short, signed
-from engine.core.book import Book, Order, Position, Reservation
+from engine.core.book import Book, Order, Position, Reservation, nonce_gap
 from engine.core.decider import tripped_breakers
 from engine.core.exits import marked_value
 from engine.core.messages import (
@@ -367,6 +367,8 @@ class InFlightTx:
     fee_cap: str
     age: str
     blocks_left: int | None
+    gas: str = ""  # the current attempt's max fee / tip in gwei (EVM), "" before it is signed
+    attempts: int = 0  # signed attempts at this nonce (replacements and a cancel included)
 
 
 @dataclass(frozen=True)
@@ -379,6 +381,16 @@ class NonceAccount:
     floor: int | None
     txs: tuple[InFlightTx, ...]
     gap: tuple[int, int] | None  # missing nonces [first, last] (EVM)
+
+
+def _gas(attempt) -> str:
+    """An attempt's fee fields in gwei, exact: what a replacement raised (EVM only)."""
+    if attempt.max_fee is None:
+        return ""
+    from engine.venues.evm.fees import format_gwei
+
+    cancel = " cancel" if attempt.cancel else ""
+    return f"{format_gwei(attempt.max_fee)}/{format_gwei(attempt.tip or 0)} gwei{cancel}"
 
 
 def nonce_accounts(book: Book, chain_nonces: dict[tuple[str, str], int], height: int | None,
@@ -405,18 +417,16 @@ def nonce_accounts(book: Book, chain_nonces: dict[tuple[str, str], int], height:
             reservation = book.reservations.base.get(order.reservation_id)
             fee_cap = amount(from_units(reservation.fee_amount, native)) if reservation else "-"
             left = order.expiry - height if (order.expiry is not None and height is not None) else None
+            tried = order.all_attempts() if order.tx_id else []
             txs.append(InFlightTx(order.id, order.intent, order.state, order.tx_id, order.nonce, fee_cap,
-                                  age(now - order.created_at), left))
+                                  age(now - order.created_at), left, _gas(tried[-1]) if tried else "", len(tried)))
         if kind == "evm":
             state = book.nonces.base.get((chain, address))
             next_nonce = state.next if state else 0
             floor = state.floor if state else 0
             seen = chain_nonces.get((chain, address))
             chain_nonce = seen if seen is not None else floor
-            gap = None
-            nonces = [t.nonce for t in txs if t.nonce is not None]
-            if nonces and min(nonces) > chain_nonce:
-                gap = (chain_nonce, min(nonces) - 1)
+            gap = nonce_gap(chain_nonce, [t.nonce for t in txs if t.nonce is not None])
             accounts.append(NonceAccount(chain, kind, address, chain_nonce if seen is not None else None,
                                          next_nonce, floor, tuple(txs), gap))
         else:

@@ -292,6 +292,10 @@ class NoncesPanel(Panel):
                     text.append(f"n{tx.nonce} " if tx.nonce is not None else "n? ", "bold")
                 text.append(f"{short(tx.tx_id, 8, 4)} {tx.intent} {tx.state}")
                 if account.kind == "evm":
+                    if tx.gas:
+                        text.append(f" {tx.gas}", "dim")
+                    if tx.attempts > 1:
+                        text.append(f" ×{tx.attempts}", "bold yellow")
                     text.append(f" fee≤{tx.fee_cap}", "dim")
                 elif tx.blocks_left is not None:
                     text.append(f" {tx.blocks_left} blocks left", "red" if tx.blocks_left <= 5 else "")

@@ -286,6 +286,14 @@ def rejected_at_key(chain: str) -> str:
     return f"rejected_at:{chain}"
 
 
+def nonce_gap(chain_nonce: int | None, in_flight: list[int]) -> tuple[int, int] | None:
+    """The nonces below our lowest in flight that the chain has not seen a transaction for: while
+    they are missing, none of ours above them can be mined."""
+    if chain_nonce is None or not in_flight or min(in_flight) <= chain_nonce:
+        return None
+    return chain_nonce, min(in_flight) - 1
+
+
 META_DEFAULTS: dict[str, Any] = {
     "seq": 0,
     "next_position": 1,

@@ -382,20 +382,23 @@ def test_a_wrong_keystore_password_stops_the_start_with_one_line_and_takes_nothi
 def test_nonces_shows_the_next_nonce_and_the_floor_a_transaction_from_elsewhere_raised(live_home, tmp_path,  # noqa: F811
                                                                                         evm_chain):  # noqa: F811
     """Our key sent one transaction before botctl ever ran: the engine takes the chain's pending count
-    as the floor and hands out nonces above it. `botctl nonces` reads the book only: what it shows
-    of the chain is the floor the engine last raised, not a live count."""
+    as the floor and hands out nonces above it. `botctl nonces` asks the chain for its pending count
+    now (and shows the floor the engine last raised beside it; `--offline` shows only that)."""
     home, address = live_home
     send_from_our_key(evm_chain, home, address)
     run_until(home, signals(tmp_path / "s.jsonl", ("s1", "TKA", "20")), lambda: one_position_settled(home),
               "the position open")
     assert nonce_counts(evm_chain, address) == (3, 3), "ours, then the approve and the swap at 1 and 2"
     (row,) = book_json(home, "nonces")
-    assert (row["chain"], row["address"], row["next_nonce"], row["chain_floor"], row["in_flight"]) == \
-        ("anvil", address, 3, 1, []), row
+    assert (row["chain"], row["address"], row["next_nonce"], row["chain_floor"], row["chain_pending"],
+            row["in_flight"], row["gap"]) == ("anvil", address, 3, 1, 3, [], None), row
     table = botctl(home, "nonces")
     assert table.returncode == 0, table.stderr
     line = next(line for line in table.stdout.splitlines() if "anvil" in line)
-    assert line.split()[2:4] == ["3", "1"] and address[:12] in line, table.stdout
+    assert line.split() == ["anvil", address, "3", "3", "0", "-"], table.stdout
+    offline = botctl(home, "nonces", "--offline")
+    line = next(line for line in offline.stdout.splitlines() if "anvil" in line)
+    assert line.split()[2:5] == ["1", "(last", "seen)"], offline.stdout
     audited(home)
     assert (home / "logs" / "botctl.log").stat().st_size > 0
     nothing_says(home, [table.stdout, table.stderr], PASSWORD)

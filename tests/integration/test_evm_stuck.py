@@ -10,9 +10,11 @@ import json
 import signal
 
 import pytest
+from evmkit import automine, book_json, botctl, live_home, mine, output, start, transactions_from, wait_for  # noqa: F401
+
+from engine.venues.evm.fees import format_gwei
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
-from evmkit import automine, botctl, live_home, mine, output, start, transactions_from, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +69,17 @@ def test_a_stuck_entry_is_replaced_with_both_fees_raised_and_mined_once(live_hom
             new_fee, new_tip = int(tx["maxFeePerGas"], 16), int(tx["maxPriorityFeePerGas"], 16)
             assert new_fee > old_fee and new_fee * 100 >= old_fee * 110 and new_fee <= 50 * GWEI
             assert new_tip > old_tip and new_tip * 100 >= old_tip * 110
+        # `botctl nonces` shows the chain's pending count and every attempt at each nonce, fees rising
+        (row,) = book_json(home, "nonces")
+        assert row["chain_pending"] == 2 and row["gap"] is None, row
+        for flying in row["in_flight"]:
+            attempts = flying["attempts"]
+            assert len(attempts) >= 2, flying
+            assert all(b["max_fee_wei"] * 100 >= a["max_fee_wei"] * 110 and b["tip_wei"] * 100 >= a["tip_wei"] * 110
+                       for a, b in zip(attempts, attempts[1:])), attempts
+        assert {tx["hash"] for tx in replaced} <= {a["tx_id"] for f in row["in_flight"] for a in f["attempts"]}
+        table = botctl(home, "nonces").stdout
+        assert "In flight" in table and format_gwei(row["in_flight"][-1]["attempts"][-1]["max_fee_wei"]) in table
         mine(paused)
         wait_for(lambda: json.loads(botctl(home, "positions", "--json").stdout), 30, "the position")
     finally:

@@ -173,6 +173,7 @@ class Engine:
         self._last_beat: int | None = None
         self._floors_at = 0
         self._silent: set[str] = set()  # live chains whose node did not answer the last periodic read
+        self._marked_at: dict[str, int] = {}  # live: when each chain's open positions were last priced
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
 
@@ -252,15 +253,23 @@ class Engine:
         await self._beat(now)
         live = self.world.height is None
         for chain, port in sorted(self.ports.items()):
+            if live:  # a live chain is priced every marks_every_s (a router quote per held token), not every step
+                if now - self._marked_at.get(chain, -(10**15)) < self.settings.chains[chain].marks_every_s * 1000:
+                    continue
+                self._marked_at[chain] = now
+            held = sorted({p.token for p in self.book.open_positions() if p.chain == chain})
+            if live and not held:
+                continue
             try:
-                prices = await port.marks(sorted({p.token for p in self.book.open_positions() if p.chain == chain}))
+                prices = await port.marks(held)
             except Exception as exc:
                 if not live:  # the paper venue is a local file: its failure is the machine's, and stops us
                     raise
                 self._unreachable(chain, "reading marks", exc)
                 continue
             self._answered(chain)
-            await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
+            if prices:
+                await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
         if self.world.height is None and now - self._floors_at >= FLOOR_SYNC_MS:  # live: another hand on our key?
             await self.sync_floors()
         await self.driver.advance_all(self.world.concurrency)

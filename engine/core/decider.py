@@ -422,9 +422,13 @@ def _decide_abandon(book: Book, cmd: AbandonOrder) -> list:
 
 
 def _decide_marks(book: Book, cmd: MarkPrices) -> list:
+    """Only prices that moved are recorded: an unchanged mark is no news (a live chain is priced every
+    second, and the journal keeps what it is told for good)."""
     if cmd.chain not in book.policy.chains:
         return _reject(cmd, f"unknown chain {cmd.chain!r}")
-    return [PricesMarked(cmd.chain, cmd.prices, cmd.at)]
+    moved = tuple((token, price) for token, price in cmd.prices
+                  if (book.marks.get((cmd.chain, token)) or (None,))[0] != price)
+    return [PricesMarked(cmd.chain, moved, cmd.at)] if moved else []
 
 
 def tripped_breakers(book: Book) -> list[str]:

@@ -661,6 +661,15 @@ def test_marks_are_recorded_per_chain_and_token():
     assert "unknown chain" in denial(when(book, marks("eth", {"T1": "1"})))
 
 
+def test_only_marks_that_moved_are_recorded():
+    """A live chain is priced every second: an unchanged price is no news, and the journal keeps
+    everything it is told."""
+    book = then_apply(given(), when(given(), marks("base", {"T1": "1.5", "T2": "2"})))
+    assert when(book, marks("base", {"T1": "1.5", "T2": "2"}, at=NOW + 1000)) == []
+    assert when(book, marks("base", {"T1": "1.5", "T2": "2.1"}, at=NOW + 1000)) == \
+        [PricesMarked("base", (("T2", Decimal("2.1")),), NOW + 1000)]
+
+
 def test_not_a_command():
     with pytest.raises(TypeError):
         decide(given(), object())

@@ -21,8 +21,8 @@ from console.errors import DEBUG_VARIABLE, INTERRUPTED, quiet_terminal, report, 
 
 app = typer.Typer(
     name="botctl",
-    help="Operator console for a DEX trading bot (Solana/Jupiter and EVM/Uniswap V2). "
-    "Paper mode, dry run, 50 bps slippage and a 50 gwei gas cap are the defaults.",
+    help="Operator console for a DEX trading bot: paper trading, and live EVM chains through Uniswap V2 "
+    "(Solana/Jupiter next). Paper mode, dry run, 50 bps slippage and a 50 gwei gas cap are the defaults.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -113,16 +113,17 @@ def recorded_markets(db: Path) -> dict:
     import sqlite3
 
     from engine.venues.choose import policy_from_json
+    from storage import StorageError, open_reader
 
     if not db.exists():
         return {}
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=5)
+        conn = open_reader(db)  # a file, SQLite, this botctl's schema, not truncated; read-only
         try:
             rows = conn.execute("SELECT key, value FROM meta WHERE key LIKE 'market:%'").fetchall()
         finally:
             conn.close()
-    except sqlite3.Error:
+    except (StorageError, sqlite3.Error):
         return {}  # the command that reads the book says what is wrong with it
     return {key.split(":", 1)[1]: policy_from_json(key.split(":", 1)[1], value) for key, value in rows}
 

@@ -49,7 +49,7 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
     from engine.kernel import DB_NAME
     from engine.settings import SettingsError, load_settings, safe_url
     from engine.stages import stage, stored_stage
-    from engine.venues.choose import describe_world
+    from engine.venues.choose import DRY_RUN_LIVE, SOLANA_NOT_YET, describe_world
     from storage import InsecureHome, ensure_home
     from storage.owner import current_owner
 
@@ -84,6 +84,12 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
     if settings.mode == "paper":
         out.append(("keys", True, "paper mode signs with the paper signer: no keys needed"))
         out.append(("endpoints", True, describe_world(settings)))
+    if settings.mode != "paper":  # what `botctl run` would refuse before it opens anything
+        if settings.dry_run:
+            out.append(("dry run", False, DRY_RUN_LIVE))
+        for name, chain in sorted(settings.chains.items()):
+            if chain.kind != "evm":
+                out.append((f"chains.{name}", False, SOLANA_NOT_YET.format(name=name).split(": ", 1)[1]))
     if not settings.chains and settings.mode != "paper":
         out.append(("chains", False, "mode live needs [chains.<name>] (see .env.example)"))
     for name, chain in sorted(settings.chains.items()):

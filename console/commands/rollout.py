@@ -89,11 +89,15 @@ def check(json_out: bool = JSON) -> None:
 
 
 def _show(json_out: bool):
-    _settings, db, current, _ev, items, summary = _measure()
+    settings, db, current, _ev, items, summary = _measure()
     if json_out:
         emit_json(summary)
     else:
         _print(current, summary, items, db)
+        if settings.profile != current.name and summary["evidence"]["book"]:
+            print(f"\nnote: the book is in stage {current.name} but these settings use profile {settings.profile}: "
+                  f"runs and drills started with them count for {settings.profile}'s network, not for "
+                  f"{current.name}'s; set BOTCTL_PROFILE={current.name} (or --profile {current.name}) to earn it")
     return current, items
 
 

@@ -191,6 +191,22 @@ def test_doctor_reports_each_check_and_a_mainnet_endpoint(botctl, home):
     assert report["key base"]["detail"] == "no keystore configured"
 
 
+def test_doctor_fails_what_a_live_start_would_refuse_a_dry_run_and_a_solana_chain(botctl, home):
+    assert botctl("run", "--duration", "5").returncode == 0
+    put_book_in_stage(home, "testnet")
+    with serve(chain_id=31337) as url:
+        (home / "config.toml").write_text(f'[chains.anvil]\nkind = "evm"\nrpc_url = "{url}"\nchain_id = 31337\n'
+                                          f'[chains.sol]\nkind = "solana"\nrpc_url = "{url}"\n')
+        out = botctl("doctor", "--json", env={"BOTCTL_PROFILE": "testnet"})
+    assert out.returncode == 1, out.stdout + out.stderr
+    checks = json.loads(out.stdout)["checks"]
+    assert any(c["check"] == "dry run" and not c["ok"] and "BOTCTL_DRY_RUN=false" in c["detail"] for c in checks), checks
+    assert any(c["check"] == "chains.sol" and not c["ok"] and "not in this version" in c["detail"] for c in checks)
+    # the paper profile on a testnet book: its runs count for paper, and the checklist says so
+    shown = botctl("rollout", "status", env={"BOTCTL_PROFILE": "paper"}).stdout
+    assert "note: the book is in stage testnet but these settings use profile paper" in shown, shown
+
+
 def converse(home, args: list[str], answers: list[str], extra: dict | None = None) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update(BOTCTL_HOME=str(home), BOTCTL_PAPER__SPEED="0", **(extra or {}))

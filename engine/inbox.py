@@ -51,14 +51,26 @@ class BookBusy(StorageError):
     in the middle of a commit, a long maintenance transaction): nothing was written."""
 
 
-BUSY_WAIT_S = 10
+BUSY_WAIT_S = 10.0
+
+
+def busy_wait_s() -> float:
+    """How long a command waits for another process's write lock: BOTCTL_LOCK_WAIT_S seconds (0.1 to
+    3600) if set to one, else 10. A commit holds it for milliseconds; only a stopped process holds
+    it longer, and then the command says so instead of waiting for ever."""
+    try:
+        value = float(os.environ.get("BOTCTL_LOCK_WAIT_S", BUSY_WAIT_S))
+    except ValueError:
+        return BUSY_WAIT_S
+    return value if 0.1 <= value <= 3600 else BUSY_WAIT_S
 
 
 def _write(db: Path, sql: str, params: tuple) -> sqlite3.Cursor:
     """One statement in a short transaction of its own, on a connection of its own."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=BUSY_WAIT_S)
+    wait = busy_wait_s()
+    conn = sqlite3.connect(db, isolation_level=None, timeout=wait)
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_WAIT_S * 1000}")
+        conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
         conn.execute("BEGIN IMMEDIATE")
         cur = conn.execute(sql, params)
         conn.execute("COMMIT")
@@ -66,7 +78,7 @@ def _write(db: Path, sql: str, params: tuple) -> sqlite3.Cursor:
     except sqlite3.OperationalError as exc:
         if "locked" not in str(exc) and "busy" not in str(exc):
             raise
-        raise BookBusy(f"another process has held the book's write lock ({db}) for over {BUSY_WAIT_S}s "
+        raise BookBusy(f"another process has held the book's write lock ({db}) for over {wait:g}s "
                        "(an engine stopped mid-commit?): nothing was written") from None
     finally:
         conn.close()

@@ -41,6 +41,7 @@ NOT_SETTINGS = {
     "BOTCTL_CRASH_AT": "environment",  # engine/kernel.py: crash drills and tests
     "BOTCTL_CRASH_SKIP": "environment",
     "BOTCTL_LOG_LEVEL": "environment",  # engine/logs.py
+    "BOTCTL_LOCK_WAIT_S": "environment",  # engine/inbox.py: how long a command waits for the book's write lock
 }
 SECRET_VARIABLES = tuple(name for name, where in NOT_SETTINGS.items() if where == "secret")
 ENVIRONMENT_ONLY = tuple(name for name, where in NOT_SETTINGS.items() if where == "environment")

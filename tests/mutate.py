@@ -186,7 +186,7 @@ MUTATIONS = [
     Mutation(
         "after a restart, bytes signed but not marked broadcast are assumed never sent (entry)",
         "engine/kernel.py",
-        """            if order.state in ("signed", "submitted", "unknown"):
+        """            if order.state in IN_DOUBT:
                 outcome = await self.driver.advance(order)""",
         """            if order.state == "signed":  # MUTATION: "it was never broadcast", a guess
                 from engine.core.messages import RecordFailure
@@ -248,6 +248,22 @@ MUTATIONS = [
         """    least = Fees(max_fee=bumped(old.max_fee), tip=bumped(old.tip))""",
         """    least = Fees(max_fee=bumped(old.max_fee), tip=old.tip)  # MUTATION""",
         ("tests/unit/venues/test_evm_fees.py",),
+    ),
+    Mutation(
+        "reconciliation compares a chain whose order is still in doubt (a mined, unrecorded swap is a difference)",
+        "engine/kernel.py",
+        """for chain, port in sorted(self.ports.items()) if chain not in in_doubt}""",
+        """for chain, port in sorted(self.ports.items())}  # MUTATION""",
+        ("tests/integration/test_evm_operator.py::"
+         "test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leaves_the_exit_held",),
+    ),
+    Mutation(
+        "a book that traded live demands a paper venue before a paper run",
+        "engine/kernel.py",
+        '            met = "genesis:" if settings.mode == "paper" else "opening:"',
+        """            met = ""  # MUTATION: any deposit means the world was met""",
+        ("tests/integration/test_evm_rollout.py::"
+         "test_a_paper_run_after_live_trading_in_the_same_home_runs_and_counts_elsewhere",),
     ),
     Mutation(
         "the chain's pending count never raises the nonce floor (a foreign transaction goes unseen)",

@@ -78,14 +78,14 @@ async def _dispatch(settings, db: Path, command: str, args: dict, no_wait: bool,
     deadline = time.monotonic() + timeout
     try:
         if current_owner(settings.home) is None:
-            await _decide_here(settings, db, command, args, posted)
+            await _decide_here(settings, db, command, args, posted, timeout)
         if not posted:
             posted.append(inbox.post(db, command, args))
         while True:
             try:
                 return await inbox.wait(db, posted[0], max(deadline - time.monotonic(), 0), home=settings.home)
             except inbox.Unowned:
-                await _decide_here(settings, db, command, args)
+                await _decide_here(settings, db, command, args, None, max(deadline - time.monotonic(), 1.0))
     except (TimeoutError, KeyboardInterrupt, asyncio.CancelledError, Exception) as exc:
         if not posted:  # refused before anything was queued
             raise
@@ -124,7 +124,8 @@ async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: Base
                      "`botctl history --commands` shows its answer") from None
 
 
-async def _decide_here(settings, db: Path, command: str, args: dict, posted: list | None = None) -> None:
+async def _decide_here(settings, db: Path, command: str, args: dict, posted: list | None = None,
+                       within_s: float | None = None) -> None:
     """Own the book for a moment: post the command (if `posted` is given; its id goes there), decide
     every open row, settle what was sent, and let go only when no row is left. Nothing is posted
     if another process owns the book (it will decide).
@@ -133,7 +134,9 @@ async def _decide_here(settings, db: Path, command: str, args: dict, posted: lis
     start does); when it cannot start (a node down, a key that cannot be opened, a profile with no
     chains), a command that moves no funds (pause, resume, halt) is still decided, on the book
     alone: the operator's brakes must not depend on what failed. A `halt --close-all` then halts
-    and refuses each close saying why. Rows that need the engine stay queued for the next one."""
+    and refuses each close saying why. Rows that need the engine stay queued for the next one.
+    What was sent is settled within `within_s` (the command's --timeout); what a live chain has not
+    settled by then stays in flight, held, for the next engine."""
     from engine import inbox
     from engine.core.operator import STAGE_COMMANDS, needs_venue
     from engine.settings import SettingsError
@@ -164,7 +167,7 @@ async def _decide_here(settings, db: Path, command: str, args: dict, posted: lis
             posted.append(ident)
         poller = inbox.InboxPoller(owner)
         while await _uninterrupted(poller.drain(only=only)) and not book_only:
-            await owner.settle()  # rows that came while this settled are decided in the next round
+            await owner.settle(within_s=within_s)  # rows that came meanwhile are decided in the next round
     except BaseException:
         if ident is not None:  # failed before deciding it: it must not run later either
             inbox.withdraw(db, ident, "the engine stopped before deciding it")

@@ -27,12 +27,17 @@ def reconcile_command(
             print(f"order {item['order']} ({item['intent']}, was {item['was']}): {item['now']}")
         if not report["resolved"]:
             print("no order was in doubt")
+        for chain in report["not_compared"]:
+            print(f"{chain}: balances not compared while an order is still in doubt (compared once it settles: "
+                  "`botctl run`, then `botctl reconcile`)")
         for d in report["differences"]:
             print(f"difference: {d['chain']} {d['asset']}: venue {d['venue']} book {d['book']} (base units)")
         if report["accepted"]:
             print("differences accepted: the book now follows the venue; new entries are allowed again")
-        elif not report["differences"]:
+        elif not report["differences"] and not report["not_compared"]:
             print("balances agree with the venue")
+        elif not report["differences"]:
+            print("the balances compared agree with the venue")
     if report["differences"] and not report["accepted"]:
         raise Failed(f"{len(report['differences'])} difference(s) with the venue block new entries: "
                      "review them, then run `botctl reconcile --accept`")
@@ -64,4 +69,5 @@ async def _reconcile(settings, accept: bool) -> dict:
         "differences": [{"chain": c, "asset": a, "venue": str(v), "book": str(b)}
                         for c, a, v, b in result.differences],
         "accepted": accepted,
+        "not_compared": list(result.not_compared),
     }

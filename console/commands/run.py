@@ -44,7 +44,7 @@ def _whole(units: int, decimals: int):
 def run_command(
     profile: str = typer.Option(None, "--profile", help="Profile to run (default: BOTCTL_PROFILE or paper)."),
     seed: int = typer.Option(None, "--seed", help="Seed of the simulated market (paper mode)."),
-    duration: float = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
+    duration: float = typer.Option(None, "--duration", min=0, help="Stop after this many seconds (paper: simulated seconds, one block each by default)."),
     signals: str = typer.Option(None, "--signals", help="Read entries from a JSONL file (- for stdin)."),
 ) -> None:
     """Run the engine headless until Ctrl-C or --duration."""
@@ -73,6 +73,19 @@ async def _run(settings, duration, signals) -> None:
     from storage.owner import OwnerBusy
 
     logs.setup(ensure_home(settings.home))
+    loop = asyncio.get_running_loop()
+    stopped: list[int] = []
+
+    def stop_starting(sig: int) -> None:
+        """A signal during the start (reconciling may take a while) stops the engine as soon as the
+        start is over. The start itself is not cancelled: web3's HTTP session cache takes a lock on a
+        worker thread, which a cancellation can leave held for ever (the process would not exit)."""
+        if not stopped:
+            sys.stderr.write("botctl: stopping as soon as the start is over\n")
+        stopped.append(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_starting, sig)
     try:
         engine = await build(settings, signals, command=command_line())
     except VenueError as exc:
@@ -81,10 +94,11 @@ async def _run(settings, duration, signals) -> None:
         raise Failed(str(exc)) from None
     except OwnerBusy as exc:
         raise Failed(str(exc)) from None
-    engine.start_inbox()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, engine.stop)
+    if stopped:  # stop at once, cleanly: no step is taken
+        engine.stop()
+    engine.start_inbox()
     sys.stderr.write(f"botctl: {settings.mode} mode, stage {settings.profile}, {engine.world.describe()}, "
                      f"home {settings.home} (Ctrl-C stops)\n")
     try:

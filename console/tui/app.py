@@ -244,6 +244,8 @@ class BotctlApp(App):
         rec = getattr(engine, "last_reconciliation", None)
         settled = f"{len(rec.resolved)} order(s) settled from the venue" if rec else "nothing to settle"
         differences = f", {len(rec.differences)} difference(s) to review" if rec and rec.differences else ""
+        if rec and rec.not_compared:
+            differences += f", {', '.join(rec.not_compared)} not compared (an order still in doubt)"
         self.events.add([(f"engine ready: {len(book.positions.base)} open position(s), {settled}{differences}; "
                           f"mode {self.settings.mode}, stage {book.meta.get('stage')}, profile {self.settings.profile}",
                           "bold")])

@@ -271,7 +271,7 @@ def test_an_interrupted_one_off_answers_every_row_it_took_and_nothing_runs_later
 def test_a_sender_that_cannot_withdraw_says_its_command_may_still_run(stopped_engine):
     home, proc = stopped_engine
     before = rows(home, "SELECT count(*) FROM inbox")[0][0]
-    sender = spawn(home, "pause", "--timeout", "2")
+    sender = spawn(home, "pause", "--timeout", "2", BOTCTL_LOCK_WAIT_S="2")  # 10 s unless told
     deadline = time.monotonic() + 60
     while rows(home, "SELECT count(*) FROM inbox")[0][0] == before:  # posted: now it waits for an answer
         assert time.monotonic() < deadline and sender.poll() is None, sender.communicate()

@@ -9,9 +9,11 @@ the canonical Uniswap V2, the node cut by a relay the test controls."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import pytest
-from evmkit import book, book_json, botctl, make_home, relay, settled_cleanly, wait_for  # noqa: F401 (relay)
+from evmkit import automine, book, book_json, botctl, make_home, mine, output, relay, settled_cleanly, start, wait_for  # noqa: E501, F401
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
 
@@ -24,8 +26,12 @@ def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_
     make_home(home, evm_chain, rpc_url=relay.url)
     feed = tmp_path / "s.jsonl"
     feed.write_text(json.dumps({"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}) + "\n")
-    run = botctl(home, "run", "--signals", str(feed), "--duration", "6")
-    assert run.returncode == 0, run.stderr
+    run = start(home, "run", "--signals", str(feed), "--duration", "60")
+    wait_for(lambda: book(home, "SELECT count(*) FROM positions WHERE state = 'open'") == [(1,)] and
+             not book(home, "SELECT id FROM orders WHERE state NOT IN ('filled', 'failed', 'abandoned')"),
+             30, "the position open, nothing in flight")
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=30) == 0, output(home)
     (position,) = book_json(home, "positions")
     relay.set("down")
 
@@ -47,9 +53,61 @@ def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_
     assert book(home, "SELECT count(*) FROM orders WHERE intent = 'exit'") == [(0,)], "nothing reserved"
 
     relay.set("pass")
-    run = botctl(home, "run", "--duration", "8")
-    assert run.returncode == 0, run.stderr
+    run = start(home, "run", "--duration", "60")
     wait_for(lambda: book(home, "SELECT state FROM positions WHERE id = ?", (position["id"],)) == [("closed",)],
-             1, "the halt's close carried out by the next engine")
+             30, "the halt's close carried out by the next engine")
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=30) == 0, output(home)
     assert book_json(home, "status")["trading_state"] == "halted", "the halt holds"
+    settled_cleanly(home)
+
+
+def test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leaves_the_exit_held(
+        tmp_path, evm_chain):  # noqa: F811
+    """No engine runs; the operator closes a position while the chain mines nothing. The one-off
+    owner sends the exit and waits for it no longer than --timeout (not a thousand 0.2 s steps):
+    the answer says the exit is in flight and who will carry it on; the next engine settles it."""
+    home = tmp_path / "home"
+    make_home(home, evm_chain)
+    config = home / "config.toml"
+    config.write_text(config.read_text().replace("confirmations = 1\n", "confirmations = 2\n"))
+    feed = tmp_path / "s.jsonl"
+    feed.write_text(json.dumps({"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}) + "\n")
+    run = start(home, "run", "--signals", str(feed), "--duration", "60")
+    wait_for(lambda: mine(evm_chain) or (  # a block now and then: each transaction needs a second one
+        book(home, "SELECT count(*) FROM positions WHERE state = 'open'") == [(1,)] and
+        not book(home, "SELECT id FROM orders WHERE state NOT IN ('filled', 'failed', 'abandoned')")),
+        30, "the position open, nothing in flight", every=0.3)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=30) == 0, output(home)
+    (position,) = book_json(home, "positions")
+
+    automine(evm_chain, False)
+    try:
+        began = time.monotonic()
+        closing = botctl(home, "close", str(position["id"]), "--yes", "--timeout", "3")
+        took = time.monotonic() - began
+        assert closing.returncode == 1, closing.stdout + closing.stderr
+        assert f"position {position['id']} is still closing" in closing.stderr, closing.stderr
+        assert "no engine is running to send it: `botctl run` does" in closing.stderr, closing.stderr
+        assert took < 30, f"the one-off owner kept the command {took:.0f} s"  # 1,000 steps would be 200 s
+        held = book(home, "SELECT state FROM orders WHERE intent = 'exit'")
+        assert held and all(state in ("submitted", "unknown") for (state,) in held), held
+        # Mined once, not yet confirmed twice: the chain has sold the tokens, the book has not recorded
+        # it. Reconciling then must not call that a difference (it would block entries and count
+        # against the stage's evidence for good): the chain is not compared until the order settles.
+        mine(evm_chain)
+        checked = botctl(home, "reconcile", "--json")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        report = json.loads(checked.stdout)
+        assert report["differences"] == [] and report["not_compared"] == ["anvil"], report
+        assert "not compared while an order is still in doubt" in botctl(home, "reconcile").stdout
+    finally:
+        automine(evm_chain, True)
+    mine(evm_chain)  # the second confirmation
+    run = start(home, "run", "--duration", "60")
+    wait_for(lambda: book(home, "SELECT state FROM positions WHERE id = ?", (position["id"],)) == [("closed",)],
+             30, "the next engine settles the exit")
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=30) == 0, output(home)
     settled_cleanly(home)

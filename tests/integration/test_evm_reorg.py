@@ -194,10 +194,14 @@ def test_a_reorg_before_the_confirmations_takes_no_fill_and_the_same_bytes_are_m
                           "WHERE o.intent = 'entry'")
         assert held == [("entry", "held")], held
 
-        assert paused.rpc("evm_revert", [snapshot]) is True
-        assert block_number(paused) == start_block, "the block and its receipt are gone"
-        assert [paused.rpc("eth_getTransactionReceipt", [h]) for h in sent.values()] == [None, None]
-        assert paused.rpc("txpool_status") == EMPTY_POOL, "anvil's revert does not put them back in the pool"
+        os.kill(run.pid, signal.SIGSTOP)  # while the chain is read back: the engine resends within 0.2 s
+        try:
+            assert paused.rpc("evm_revert", [snapshot]) is True
+            assert block_number(paused) == start_block, "the block and its receipt are gone"
+            assert [paused.rpc("eth_getTransactionReceipt", [h]) for h in sent.values()] == [None, None]
+            assert paused.rpc("txpool_status") == EMPTY_POOL, "anvil's revert does not put them back in the pool"
+        finally:
+            os.kill(run.pid, signal.SIGCONT)
 
         again = wait_for(lambda: len(pooled(paused, address)) == 2 and pooled(paused, address), 10,
                          "our two transactions in the pool again")

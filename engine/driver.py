@@ -59,6 +59,7 @@ class OrderDriver:
         self.crash = crash
         self._refused: dict[str, int] = {}  # chain -> broadcasts its node refused in a row (pacing only)
         self._resume_at: dict[tuple[str, bool], int] = {}  # (chain, no-op?) -> clock ms before which new ones wait
+        self.reconcile_after: set[str] = set()  # chains whose node gave an answer nobody could classify
 
     def _current(self, order_id: int) -> Order | None:
         return self.sequencer.book.orders.get(order_id)
@@ -114,8 +115,8 @@ class OrderDriver:
         submit = self.sequencer.submit
         try:
             sent = await executor.broadcast(order)
-        except Exception as exc:  # transport trouble after the bytes may have left
-            sent = Unknown(f"broadcast error: {exc}")
+        except Exception as exc:  # trouble nobody classified, after the bytes may have left
+            sent = Unknown(f"broadcast error: {exc}", unexplained=True)
         self.crash(f"after_broadcast:{order.intent}")
         if isinstance(sent, Accepted):
             if self._refused.pop(order.chain, 0):  # the node takes transactions again: nobody waits
@@ -134,6 +135,8 @@ class OrderDriver:
             return f"failed: {sent.reason}"
         reason = sent.reason if isinstance(sent, (Rejected, Unknown)) else "unknown"
         await submit(RecordUnknown(order.id, reason, self.clock()))
+        if isinstance(sent, Unknown) and sent.unexplained:
+            self.reconcile_after.add(order.chain)  # the kernel reconciles once the chain has settled
         return f"unknown: {reason}"
 
     async def _settle(self, executor: Executor, order: Order) -> str:

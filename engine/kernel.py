@@ -286,6 +286,8 @@ class Engine:
         if self.world.height is None and now - self._floors_at >= FLOOR_SYNC_MS:  # live: another hand on our key?
             await self.sync_floors()
         await self.driver.advance_all(self.world.concurrency)
+        if self.driver.reconcile_after:
+            await self._reconcile_when_settled()
         refusals: dict[str, str | None] = {}  # per chain, asked once a tick, only when something would be sent
         for position_id in closes_after_halt(self.book):  # any owner: the operator asked for it
             position = self.book.positions.get(position_id)
@@ -311,6 +313,18 @@ class Engine:
                 crash_point("after_reserve_commit")
         await self.driver.advance_all(self.world.concurrency, only_new=True)
         self.stats.ticks += 1
+
+    async def _reconcile_when_settled(self) -> None:
+        """After a send error nobody could classify (DESIGN 8), the balances are compared once that
+        chain has no order left in doubt: an answer we do not understand may hide a spend we do not
+        know of, and a difference then stops new entries until the operator has looked."""
+        busy = {o.chain for o in self.book.live_orders() if o.state in IN_DOUBT}
+        due = self.driver.reconcile_after - busy
+        if not due:
+            return
+        self.driver.reconcile_after -= due
+        log.warning("chain %s: reconciling after a send error nobody could classify", ", ".join(sorted(due)))
+        self.last_reconciliation = await self.reconcile("engine")
 
     async def _refusal(self, chain: str, asked: dict[str, str | None]) -> str | None:
         """Can `chain` take a transaction now? (EVM: a base fee above the cap cannot; paper always can.)"""

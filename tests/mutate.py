@@ -258,6 +258,14 @@ MUTATIONS = [
          "test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leaves_the_exit_held",),
     ),
     Mutation(
+        "a send error nobody can classify is never followed by a reconciliation",
+        "engine/kernel.py",
+        """        if self.driver.reconcile_after:""",
+        """        if False and self.driver.reconcile_after:  # MUTATION""",
+        ("tests/integration/test_evm_operator.py::"
+         "test_a_send_error_nobody_can_classify_holds_the_funds_and_reconciles_once_settled",),
+    ),
+    Mutation(
         "a book that traded live demands a paper venue before a paper run",
         "engine/kernel.py",
         '            met = "genesis:" if settings.mode == "paper" else "opening:"',

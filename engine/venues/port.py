@@ -77,9 +77,11 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Unknown:
-    """Timeout or transport error after sending: it may land. Funds stay held."""
+    """Timeout or transport error after sending: it may land. Funds stay held. `unexplained`: an
+    answer nobody could classify: once the order settles, the balances are reconciled (DESIGN 8)."""
 
     reason: str
+    unexplained: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -313,7 +313,8 @@ class Relay:
     aiohttp uses it). Modes: "pass" relays everything; "lose_sends" relays an
     eth_sendRawTransaction to the node and drops the connection before the answer (the node took
     the bytes, botctl never hears it: the classic lost response after acceptance), relaying the
-    rest; "down" drops every connection without reading a byte (the node unreachable).
+    rest; "strange_sends" relays a send and answers it with an error nobody can classify; "down"
+    drops every connection without reading a byte (the node unreachable).
     It works at the HTTP level, not the TCP level, so that a cut can fall exactly after the sends
     and never before the fee reads that precede a signature."""
 
@@ -342,7 +343,7 @@ class Relay:
                 _shut(client)
 
     def set(self, mode: str) -> None:
-        assert mode in ("pass", "lose_sends", "down")
+        assert mode in ("pass", "lose_sends", "strange_sends", "down")
         self.mode = mode
         if mode == "down":  # connections kept alive from before are cut too
             with self._lock:
@@ -382,6 +383,10 @@ class Relay:
                 if self.mode == "lose_sends" and b"eth_sendRawTransaction" in body:
                     self.sends_lost += 1
                     return
+                if self.mode == "strange_sends" and b"eth_sendRawTransaction" in body:
+                    self.sends_lost += 1  # the node took the bytes; its answer is words nobody knows
+                    answer = json.dumps({"jsonrpc": "2.0", "id": json.loads(body)["id"], "error": {
+                        "code": -32000, "message": "the mempool is feeling pensive today"}}).encode()
                 if self.mode == "down":
                     return
                 client.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

@@ -186,11 +186,9 @@ def test_an_anvil_that_ignores_sigterm_is_killed():
     node = Anvil().start()
     pid = node.pid
     os.kill(pid, signal.SIGSTOP)  # a stopped process holds SIGTERM pending: only SIGKILL ends it
-    started = time.monotonic()
-    node.stop(grace=0.3)
+    node.stop(grace=0.3)  # returns (pytest-timeout guards a hang): killed after the grace
     assert gone(pid)
     assert node.returncode == -signal.SIGKILL
-    assert time.monotonic() - started < 5
 
 
 def _fake_npm_bin(tmp_path: Path, root: Path) -> Path:

@@ -204,9 +204,9 @@ class EvmExecutor:
                 return Accepted(order.tx_id)
             if error.definite:
                 return Rejected(said)
-            return Unknown(said)
+            return Unknown(said, unexplained=error.kind == "other")
         if sent.lower() != order.tx_id.lower():  # cannot happen for the bytes we signed; never guess
-            return Unknown(f"the node reports hash {sent} for the bytes of {order.tx_id}")
+            return Unknown(f"the node reports hash {sent} for the bytes of {order.tx_id}", unexplained=True)
         return Accepted(order.tx_id)
 
     async def lookup(self, order: Order) -> Outcome:

@@ -54,10 +54,18 @@ def prepared(tmp_path_factory):
 # The longest tests, longest first (seconds each; the promotion test's simulated day first). With
 # `--dist worksteal` a long test collected last becomes the tail the other worker waits out.
 LONGEST_FIRST = (
-    "test_promotion_rests_on_evidence_from_real_runs_and_drills",
     "test_random_kills_from_outside",
-    "test_a_sender_that_cannot_withdraw_says_its_command_may_still_run",
+    "test_promotion_rests_on_evidence_from_real_runs_and_drills",
     "test_signals_open_positions_on_chain_and_close_them_with_the_book_equal_to_the_chain",
+    "test_testnet_evidence_counts_live_round_trips_hours_and_the_failure_drill_but_not_paper",
+    "test_a_drill_right_after_round_trips_waits_out_the_cooldown",
+    "test_keys_new_writes_a_private_keystore_that_opens_to_the_printed_address",
+    "runTest",  # the hypothesis state machines of the book
+    "test_a_chain_whose_quote_is_its_coin_opens_and_closes_positions_through_weth",
+    "test_a_close_whose_exits_all_fail_exits_1_naming_the_position_and_each_close_gets_a_fresh_budget",
+    "test_a_paper_run_after_live_trading_in_the_same_home_runs_and_counts_elsewhere",
+    "test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leaves_the_exit_held",
+    "test_a_node_cut_off_after_the_sends_holds_the_funds_until_it_answers_again",
 )
 
 

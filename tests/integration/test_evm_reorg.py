@@ -13,6 +13,7 @@ the test decides what the chain holds at every step; the run is stopped with SIG
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -118,6 +119,25 @@ def mined_once_as_signed(chain, home, address: str, start_block: int, sent: dict
 # ---------------------------------------------------------------------------------------------- 1
 
 
+
+@contextlib.contextmanager
+def frozen(run):
+    """The engine stopped (SIGSTOP) while the test changes the chain under it and reads it back:
+    it would otherwise act within one 0.2 s step."""
+    os.kill(run.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+
+
+def sent_again(chain, home, address: str, sent: dict, signed) -> None:
+    """Our two transactions back in the pool as the very bytes the book stored: nothing re-signed."""
+    again = wait_for(lambda: len(pooled(chain, address)) == 2 and pooled(chain, address), 10,
+                     "our two transactions in the pool again")
+    assert again == sent, "the same bytes again: no new signature, no new nonce"
+    assert signatures(home) == signed, "nothing re-signed, no order added"
+
 def test_a_transaction_dropped_from_the_pool_is_sent_again_as_the_same_bytes(live_home, paused,  # noqa: F811
                                                                              tmp_path):
     """The node forgets both transactions of an entry (anvil_dropTransaction) before any block holds
@@ -131,19 +151,12 @@ def test_a_transaction_dropped_from_the_pool_is_sent_again_as_the_same_bytes(liv
         sent = wait_for(lambda: submitted(home), 20, "the approve and the swap submitted")
         wait_for(lambda: pooled(paused, address) == sent, 10, "both in the node's pool as the book has them")
         signed = signatures(home)
-        os.kill(run.pid, signal.SIGSTOP)
-        try:
+        with frozen(run):
             for tx_hash in sent.values():
                 paused.rpc("anvil_dropTransaction", [tx_hash])
             assert paused.rpc("txpool_status") == EMPTY_POOL, "the node dropped both"
             assert [paused.rpc("eth_getTransactionByHash", [h]) for h in sent.values()] == [None, None]
-        finally:
-            os.kill(run.pid, signal.SIGCONT)
-
-        again = wait_for(lambda: len(pooled(paused, address)) == 2 and pooled(paused, address), 10,
-                         "our two transactions in the pool again")
-        assert again == sent, "the same bytes again: no new signature, no new nonce"
-        assert signatures(home) == signed, "nothing re-signed, no order added"
+        sent_again(paused, home, address, sent, signed)
         mine_one(paused)
         wait_for(lambda: opened(home), 15, "the position open")
     finally:
@@ -194,19 +207,12 @@ def test_a_reorg_before_the_confirmations_takes_no_fill_and_the_same_bytes_are_m
                           "WHERE o.intent = 'entry'")
         assert held == [("entry", "held")], held
 
-        os.kill(run.pid, signal.SIGSTOP)  # while the chain is read back: the engine resends within 0.2 s
-        try:
+        with frozen(run):  # while the chain is read back: the engine resends within 0.2 s
             assert paused.rpc("evm_revert", [snapshot]) is True
             assert block_number(paused) == start_block, "the block and its receipt are gone"
             assert [paused.rpc("eth_getTransactionReceipt", [h]) for h in sent.values()] == [None, None]
             assert paused.rpc("txpool_status") == EMPTY_POOL, "anvil's revert does not put them back in the pool"
-        finally:
-            os.kill(run.pid, signal.SIGCONT)
-
-        again = wait_for(lambda: len(pooled(paused, address)) == 2 and pooled(paused, address), 10,
-                         "our two transactions in the pool again")
-        assert again == sent, "the same bytes again: no new signature, no new nonce"
-        assert signatures(home) == signed, "nothing re-signed, no order added"
+        sent_again(paused, home, address, sent, signed)
         assert submitted(home) == sent and book(home, "SELECT * FROM fills") == [], "still nothing recorded"
 
         mine_one(paused)  # mined again: one confirmation, still nothing

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,15 @@ def key_problem(home: Path, chain) -> str | None:
 
 def _rpc(url: str, method: str, timeout: float, params: list | None = None) -> object:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None:  # user:secret@host: urllib would take it for a host; send it as HTTP Basic
+        import base64
+
+        secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    request = urllib.request.Request(url, body, headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator's endpoint)
         reply = json.loads(response.read())
     if "error" in reply:

@@ -94,7 +94,7 @@ def policy_for(settings: Settings, market: dict | None = None, stages: dict | No
     if market is None:
         recorded = recorded_markets(Path(settings.home) / DB_NAME) if settings.mode != "paper" else None
         market = market_for(settings, recorded)
-    chains = {name: chain.policy() for name, chain in market.items()}
+    chains = {name: _priced(chain.policy(), settings.chains.get(name)) for name, chain in market.items()}
     limits = Limits(
         max_position=settings.max_position_usd,
         default_position=min(settings.default_position_usd, settings.max_position_usd),
@@ -106,6 +106,28 @@ def policy_for(settings: Settings, market: dict | None = None, stages: dict | No
     )
     live = network == "mainnet" and not settings.dry_run  # real funds move: the stage must allow them
     return Policy(chains, limits, live=live, stages=stages or shipped_stages())
+
+
+def unlisted_holdings(book, policy: Policy) -> list[str]:
+    """Open positions in a token the chain's allow-list no longer names: the chain's balance of it
+    would not be read, reconciliation would call it a difference (and accepting that would wipe a
+    holding the chain still has), and its exit could not be priced. Said, so the operator puts the
+    token back (or closes the position first)."""
+    out = []
+    for position in book.open_positions():
+        chain = policy.chains.get(position.chain)
+        if chain is not None and chain.tokens and position.token not in chain.tokens:
+            out.append(f"chains.{position.chain}: position {position.id} holds {position.token}, which is not in "
+                       f"tokens any more: put it back in the allow-list (close the position first to drop it)")
+    return out
+
+
+def _priced(policy, chain_settings):
+    """The chain's policy with the USD the operator counts one quote unit as (1 unless configured)."""
+    from dataclasses import replace
+
+    usd = getattr(chain_settings, "quote_usd", None)
+    return replace(policy, quote_usd=usd) if usd is not None else policy
 
 
 def recorded_markets(db: Path) -> dict:
@@ -452,6 +474,9 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
             check_settings(settings, book.meta.get("stage"), policy.stages)  # under the lock: the stage is still
         except StageError as exc:
             raise SettingsError(str(exc)) from None
+        unlisted = unlisted_holdings(book, policy)
+        if unlisted:
+            raise SettingsError(unlisted[0] + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""))
         try:  # a book that has recorded this world's opening funds has met it: it must still be there (a
             # paper venue's are `genesis:`, a live chain's `opening:`: a book that traded live may start paper)
             met = "genesis:" if settings.mode == "paper" else "opening:"

@@ -64,13 +64,16 @@ class ChainSettings(BaseModel):
     keypair: str | None = None
     jupiter_url: str = "https://api.jup.ag/swap/v1"
     quote_mint: str | None = None
-    confirmations: int = Field(1, ge=0)
+    confirmations: int = Field(1, ge=0, le=1_000)
     replace_after_s: int = Field(60, ge=1, le=86_400, description="an EVM tx not mined this long is replaced")
     marks_every_s: Decimal = Field(Decimal(1), ge=Decimal("0.2"), le=3_600, description="how often open positions "
                                    "are priced on a live chain (one router quote per held token)")
     cancel_gas_price_gwei: int | None = Field(None, ge=1, description="cap of a cancellation (default: 2x the cap)")
     gas_reserve: Decimal = Field(Decimal("0.05"), ge=0, description="coin set aside for fees when the quote is the "
                                  "coin itself (quote_token = \"native\"), at the book's first start")
+    quote_usd: Decimal | None = Field(None, gt=0, le=10**9, description="USD you count one whole quote unit "
+                                      "as: the USD limits and stage ceilings are converted with it (required when "
+                                      "quote_token = \"native\"; 1 for a USD stablecoin, the default)")
 
     @field_validator("rpc_url", "jupiter_url")
     @classmethod

@@ -266,6 +266,27 @@ MUTATIONS = [
          "test_a_send_error_nobody_can_classify_holds_the_funds_and_reconciles_once_settled",),
     ),
     Mutation(
+        "an automatic exit that used up its attempts starts again with a fresh budget (gas for ever)",
+        "engine/core/exits.py",
+        """    if position.state != "open" or position.exit_attempts >= MAX_EXIT_ATTEMPTS:""",
+        """    if position.state != "open":  # MUTATION""",
+        ("tests/unit/engine/test_exit_rules.py::test_an_automatic_exit_that_used_up_its_attempts_is_not_started_again",),
+    ),
+    Mutation(
+        "a nonce taken with no receipt of ours is another's at once (a lagging receipt releases funds)",
+        "engine/venues/evm/executor.py",
+        """                    if head - first < EXPIRE_AFTER_BLOCKS:""",
+        """                    if False:  # MUTATION""",
+        ("tests/integration/test_evm_executor.py::test_expired_needs_every_read_and_our_own_late_receipt_wins",),
+    ),
+    Mutation(
+        "USD limits applied in quote units (a coin counted as a dollar)",
+        "engine/core/risk.py",
+        """    return to_units(usd / chain.quote_usd, chain.quote_decimals)""",
+        """    return to_units(usd, chain.quote_decimals)  # MUTATION""",
+        ("tests/integration/test_evm_native_quote.py",),
+    ),
+    Mutation(
         "a book that traded live demands a paper venue before a paper run",
         "engine/kernel.py",
         '            met = "genesis:" if settings.mode == "paper" else "opening:"',

@@ -99,6 +99,8 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
         found, unreachable = probe_all(settings, timeout=3.0)
         for line in unreachable:
             out.append((line.split(":", 1)[0], False, line.split(":", 1)[1].strip()))
+        if settings.mode != "paper" and not unreachable and not any(not ok for _c, ok, _d in out):
+            out.append(_market(settings))
         wrong = network_problems(stage(settings.profile), found, {n: c.chain_id for n, c in settings.chains.items()})
         for name, net in sorted(found.items()):
             mine = [w for w in wrong if w.startswith(f"chains.{name}:")]
@@ -106,6 +108,24 @@ def checks(home_flag: str | None = None) -> list[tuple[str, bool, str]]:
                         else f"{safe_url(settings.chains[name].rpc_url)} is {net.label}: a {net.network} network, "
                              f"allowed in stage {settings.profile}"))
     return out
+
+
+def _market(settings) -> tuple[str, bool, str]:
+    """What `botctl run` reads from each chain before it trades (the router, the quote and every
+    allow-listed token): read here too, so that doctor passes only what a start would take."""
+    import asyncio
+
+    from engine.venues.choose import load_markets
+    from engine.venues.port import VenueError
+
+    try:
+        markets = asyncio.run(load_markets(settings, checking=True))
+    except VenueError as exc:
+        return ("market", False, str(exc))
+    except Exception as exc:  # a node that answered the probe and then not: said without its URL
+        return ("market", False, f"the chains could not be read ({type(exc).__name__})")
+    return ("market", True, "; ".join(f"{name}: the router, the quote and {len(m.tokens)} token(s) answer"
+                                      for name, m in sorted(markets.items())))
 
 
 def doctor(json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout.")) -> None:

@@ -318,10 +318,14 @@ def close(
                 raise Failed("not closed: cancelled by the operator")
 
     async def go():
+        from engine import views
+
         row = await _dispatch(settings, db, command, args, no_wait, timeout)
         closed = None
         if row["state"] == "done" and not no_wait:
             ids = (row.get("result") or {}).get("closing", [])
+            if all_:  # "all" is all: a position already closing is reported too, until it is closed
+                ids = sorted(set(ids) | {p["id"] for p in await views.positions(db, policy) if p["state"] == "closing"})
             closed = await _await_closed(settings, db, policy, ids, timeout) if ids else []
         return row, closed
 

@@ -100,7 +100,7 @@ def reservations(json_out: bool = JSON) -> None:
 
 def nonces(json_out: bool = JSON,
            offline: bool = typer.Option(False, "--offline", help="Do not ask the chains for their pending count "
-                                        "(shown as last seen by the engine).")) -> None:
+                                        "(only the engine's floor is shown).")) -> None:
     """EVM nonces: the chain's pending count, the next we hand out, every transaction in flight with
     each attempt's fees and age, and gaps (nonces no transaction holds, which block ours above them)."""
     import asyncio
@@ -133,11 +133,13 @@ def nonces(json_out: bool = JSON,
                 _fees(t["attempts"][-1]) if t["attempts"] else "-", str(len(t["attempts"])),
                 age(now - t["created_ms"])] for chain, t in flying], {1, 2, 7, 8})
     for chain, why in sorted(problems.items()):
-        print(f"{chain}: pending count unknown ({why}); shown as last seen")
+        print(f"{chain}: pending count unknown ({why}); only the engine's floor is shown")
 
 
 def _seen(row: dict) -> str:
-    return str(row["chain_pending"]) if row["chain_pending"] is not None else f"{row['chain_floor']} (last seen)"
+    """The chain's pending count as asked now; else only the floor is known (the count the engine last
+    raised ours to, which the chain may well be past): said as such, never as the count."""
+    return str(row["chain_pending"]) if row["chain_pending"] is not None else f"? (floor {row['chain_floor']})"
 
 
 def _span(gap: list[int]) -> str:

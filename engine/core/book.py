@@ -24,6 +24,9 @@ from engine.core.stages import Stage
 # --------------------------------------------------------------------------- entities
 
 
+MAX_EXIT_ATTEMPTS = 10  # exits tried per close request; then the position is open again, for the operator
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     id: int
@@ -150,6 +153,7 @@ class ChainPolicy:
     tokens: dict[str, int] = field(default_factory=dict)  # token -> decimals
     quote_native: bool = False  # the quote asset is the chain's own coin (no approval to spend it)
     approvals: bool = False  # an ERC20 spend needs an approve transaction first (live EVM routers)
+    quote_usd: Decimal = Decimal(1)  # USD per whole quote unit: the limits and ceilings are in USD
 
     @property
     def uses_nonces(self) -> bool:

@@ -22,6 +22,7 @@ import json
 from decimal import Decimal
 
 from engine.core.book import (
+    MAX_EXIT_ATTEMPTS,
     Book,
     ChainPolicy,
     Fill,
@@ -366,8 +367,6 @@ def _decide_failure(book: Book, cmd: RecordFailure) -> list:
         failed += _refill(book, order, cmd.refill_fee_reserve, cmd.at, native_back)
     return failed + retry
 
-
-MAX_EXIT_ATTEMPTS = 10
 
 
 def _retry_exit(book: Book, order: Order, fee: int, at: int, native_back: int, taken: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.core.book import Book, Position
+from engine.core.book import MAX_EXIT_ATTEMPTS, Book, Position
 from engine.core.messages import TradingState
 from engine.core.money import quote_for
 
@@ -30,7 +30,11 @@ def marked_value(book: Book, position: Position) -> int | None:
 
 
 def exit_reason(book: Book, position: Position, now: int, rules: ExitRules) -> str | None:
-    if position.state != "open":
+    """Why an automatic exit is due now, if it is. A position whose last close used up its attempts
+    (each one an approve and a swap that reverted, paying gas) waits for the operator: the rule
+    firing again would start a fresh budget, and the chain would be paid for the same failure
+    for ever. `botctl close` gives it a new budget."""
+    if position.state != "open" or position.exit_attempts >= MAX_EXIT_ATTEMPTS:
         return None
     value = marked_value(book, position)
     if value is not None and position.cost > 0:

@@ -19,12 +19,17 @@ class Denied(Exception):
 
 
 def exposure(book: Book) -> Decimal:
-    """Quote value at risk across chains: held for entries plus open cost."""
+    """USD at risk across chains: held for entries plus open cost, each chain's quote at its quote_usd."""
     total = Decimal(0)
     for name, chain in book.policy.chains.items():
         units = book.balance(name, "quote", "reserved") + book.balance(name, "quote", "positions")
-        total += from_units(units, chain.quote_decimals)
+        total += from_units(units, chain.quote_decimals) * chain.quote_usd
     return total
+
+
+def usd_units(usd: Decimal, chain) -> int:
+    """A USD limit in the chain's quote base units (rounded down: a limit never grows)."""
+    return to_units(usd / chain.quote_usd, chain.quote_decimals)
 
 
 def check_entry(book: Book, cmd: ReserveEntry) -> int:
@@ -72,22 +77,22 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
 
     qd = chain.quote_decimals
     cash = book.balance(cmd.chain, "quote", "cash")
-    max_position = to_units(limits.max_position, qd)
-    stage_max = to_units(ceiling.max_position_usd, qd) if ceiling.max_position_usd is not None else None
+    max_position = usd_units(limits.max_position, chain)
+    stage_max = usd_units(ceiling.max_position_usd, chain) if ceiling.max_position_usd is not None else None
     at_risk = exposure(book)
-    room = to_units(limits.max_exposure - at_risk, qd)
-    stage_room = to_units(ceiling.capital_usd - at_risk, qd) if ceiling.capital_usd is not None else None
+    room = usd_units(limits.max_exposure - at_risk, chain)
+    stage_room = usd_units(ceiling.capital_usd - at_risk, chain) if ceiling.capital_usd is not None else None
     if cmd.amount is not None:
         amount = cmd.amount
         if amount <= 0:
             raise Denied("entry size must be positive")
-        if amount < to_units(limits.min_position, qd):  # dust: the fees outweigh it and it takes a slot
+        if amount < usd_units(limits.min_position, chain):  # dust: the fees outweigh it and it takes a slot
             raise Denied(f"size {from_units(amount, qd)} is below the minimum position {limits.min_position}")
         if amount > max_position:
-            raise Denied(f"size {from_units(amount, qd)} exceeds max position {limits.max_position}")
+            raise Denied(f"size {_size(amount, chain)} exceeds max position {limits.max_position} USD")
         if stage_max is not None and amount > stage_max:
-            raise Denied(f"size {from_units(amount, qd)} exceeds the {current.name} stage ceiling of "
-                         f"{ceiling.max_position_usd} per position")
+            raise Denied(f"size {_size(amount, chain)} exceeds the {current.name} stage ceiling of "
+                         f"{ceiling.max_position_usd} USD per position")
         if stage_room is not None and amount > stage_room:
             raise Denied(f"size {from_units(amount, qd)} exceeds the {current.name} stage's capital room "
                          f"{from_units(max(stage_room, 0), qd)} (capital {ceiling.capital_usd})")
@@ -96,9 +101,9 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
         if amount > cash:
             raise Denied(f"insufficient cash on {cmd.chain}: {from_units(cash, qd)} < {from_units(amount, qd)}")
     else:
-        amount = min(to_units(limits.default_position, qd), max_position, room, cash,
+        amount = min(usd_units(limits.default_position, chain), max_position, room, cash,
                      *(v for v in (stage_max, stage_room) if v is not None))
-        if amount < to_units(limits.min_position, qd):
+        if amount < usd_units(limits.min_position, chain):
             raise Denied(f"no room for an entry on {cmd.chain} (cash {from_units(cash, qd)})")
     if cmd.fee_reserve < 0:
         raise Denied("fee reserve must not be negative")
@@ -106,3 +111,11 @@ def check_entry(book: Book, cmd: ReserveEntry) -> int:
     if cmd.fee_reserve > native:
         raise Denied(f"insufficient native balance on {cmd.chain} for network fees")
     return amount
+
+
+def _size(amount: int, chain) -> str:
+    """An entry's size as the operator reads it: in quote units, and in USD when the quote is not USD."""
+    units = from_units(amount, chain.quote_decimals)
+    if chain.quote_usd == 1:
+        return str(units)
+    return f"{units.normalize():f} ({(units * chain.quote_usd).normalize():f} USD)"

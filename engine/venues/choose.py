@@ -29,11 +29,12 @@ def market_for(settings, recorded: dict[str, ChainPolicy] | None = None) -> dict
     return {name: _Recorded(policy) for name, policy in (recorded or {}).items()}
 
 
-async def load_markets(settings) -> dict[str, Market]:
-    """The chains an engine trades and the tokens signals may name on each (live: read from the chains)."""
+async def load_markets(settings, checking: bool = False) -> dict[str, Market]:
+    """The chains an engine trades and the tokens signals may name on each (live: read from the chains).
+    `checking` (botctl doctor): read them even with dry run on, which doctor reports by itself."""
     if settings.mode == "paper":
         return market_for(settings)
-    if settings.dry_run:
+    if settings.dry_run and not checking:
         raise VenueError(DRY_RUN_LIVE)
     from engine.venues.evm.market import load_market
     from wallet.keystore import DEFAULT_KEYSTORE, KeystoreError, address_of, check, resolve
@@ -42,6 +43,10 @@ async def load_markets(settings) -> dict[str, Market]:
     for name, chain in sorted(settings.chains.items()):
         if chain.kind != "evm":
             raise VenueError(SOLANA_NOT_YET.format(name=name))
+        if chain.quote_token == "native" and chain.quote_usd is None:
+            raise VenueError(f"chain {name}: quote_token = \"native\" needs quote_usd, the USD you count one coin "
+                             "as: the USD limits and stage ceilings are converted with it (when in doubt, higher: a "
+                             "higher value allows fewer coins per position)")
         try:  # the address is public in the keystore: the key is unlocked only when the world opens
             address = address_of(check(resolve(settings.home, chain.keystore or DEFAULT_KEYSTORE)))
         except KeystoreError as exc:

@@ -19,7 +19,7 @@ import pytest
 from engine.core.book import Order
 from engine.core.money import from_units
 from engine.settings import Settings
-from engine.venues.evm.executor import SWAP_GAS, EvmExecutor
+from engine.venues.evm.executor import EXPIRE_AFTER_BLOCKS, SWAP_GAS, EvmExecutor
 from engine.venues.evm.market import load_market
 from engine.venues.evm.world import EvmPort, open_world
 from engine.venues.port import Accepted, ExecutorError, Rejected, Unknown, VenueError
@@ -268,6 +268,10 @@ async def test_pooled_is_pending_dropped_is_missing_and_a_nonce_taken_by_another
 
     other = await sent(port, await signed(port, order(port, "approve", "TKA", 1, n)), pooled=True)  # same nonce
     evm_chain.rpc("evm_mine")
+    # our receipt may only lag the nonce count (a load-balanced endpoint): not another's yet
+    assert (await ex.lookup(noop)).status == "pending"
+    for _ in range(EXPIRE_AFTER_BLOCKS):
+        evm_chain.rpc("evm_mine")
     gone = await ex.lookup(noop)
     assert (gone.status, gone.reason) == ("expired", "nonce taken by another transaction")
     assert (await ex.lookup(other)).status == "filled"
@@ -358,7 +362,13 @@ async def test_expired_needs_every_read_and_our_own_late_receipt_wins(evm_chain,
 
     # No receipt, then the nonce is beyond ours because OUR transaction was mined in between: a fill.
     assert (await executor(Between([None, mined], latest_nonce=8)).lookup(noop)).status == "filled"
-    assert (await executor(Between([None, None], latest_nonce=8)).lookup(noop)).status == "expired"
+    lagging = Between([None, None] * 3, latest_nonce=8)  # no receipt of ours, the nonce taken
+    ex = executor(lagging)
+    assert (await ex.lookup(noop)).status == "pending"  # a receipt may lag the nonce count
+    lagging.head += EXPIRE_AFTER_BLOCKS - 1
+    assert (await ex.lookup(noop)).status == "pending"
+    lagging.head += 1
+    assert (await ex.lookup(noop)).status == "expired"
     with pytest.raises(TimeoutError):  # a read that failed proves nothing: the driver keeps it unknown
         await executor(Between([None], latest_nonce=TimeoutError())).lookup(noop)
     with pytest.raises(TimeoutError):

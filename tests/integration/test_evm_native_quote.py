@@ -11,7 +11,7 @@ import re
 import pytest
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
-from evmkit import botctl, live_home, transactions_from  # noqa: F401 (fixture)
+from evmkit import book, botctl, live_home, transactions_from  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -21,10 +21,17 @@ def test_a_chain_whose_quote_is_its_coin_opens_and_closes_positions_through_weth
     config = home / "config.toml"
     config.write_text(re.sub(r'quote_token = "[^"]*"', 'quote_token = "native"', config.read_text()) +
                       'gas_reserve = "0.2"\n')
+    # The limits are in USD: a coin is not a dollar, so the operator says what one counts as.
+    refused = botctl(home, "run", "--duration", "1")
+    assert refused.returncode == 2 and 'quote_token = "native" needs quote_usd' in refused.stderr, refused.stderr
+    config.write_text(config.read_text() + 'quote_usd = "40"\n')
     signals = tmp_path / "signals.jsonl"
-    signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "2"}\n')
+    signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "2"}\n'  # 80 USD: under 100
+                       '{"id": "s2", "chain": "anvil", "token": "TKB", "size": "3"}\n')  # 120 USD: over
     run = botctl(home, "run", "--signals", str(signals), "--duration", "6")
     assert run.returncode == 0, run.stderr
+    denied = [json.loads(d)["reason"] for (d,) in book(home, "SELECT data FROM journal WHERE kind = 'EntryDenied'")]
+    assert denied == ["size 3 (120 USD) exceeds max position 100 USD"], denied
     positions = json.loads(botctl(home, "positions", "--json").stdout)
     assert [(p["token"], p["cost"]) for p in positions] == [("TKA", "2")], positions
     status = json.loads(botctl(home, "status", "--json").stdout)

@@ -9,10 +9,24 @@ the canonical Uniswap V2, the node cut by a relay the test controls."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 
 import pytest
-from evmkit import automine, book, book_json, botctl, make_home, mine, output, relay, settled_cleanly, start, wait_for  # noqa: E501, F401
+from evmkit import (  # noqa: E501, F401
+    automine,
+    book,
+    book_json,
+    botctl,
+    live_home,
+    make_home,
+    mine,
+    output,
+    relay,
+    settled_cleanly,
+    start,
+    wait_for,
+)
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
 
@@ -32,6 +46,15 @@ def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=30) == 0, output(home)
     (position,) = book_json(home, "positions")
+    # A token dropped from the allow-list while a position holds it: its balance would go unread and
+    # reconciling would call it a difference (accepting which would wipe a holding the chain has).
+    config = home / "config.toml"
+    listed = config.read_text()
+    config.write_text(re.sub(r"tokens = \[.*\]", f'tokens = ["{evm_chain.uniswap.tokens["TKB"]}"]', listed))
+    for refused in (botctl(home, "run", "--duration", "1"), botctl(home, "reconcile")):
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"position {position['id']} holds TKA, which is not in tokens any more" in refused.stderr
+    config.write_text(listed)
     relay.set("down")
 
     paused = botctl(home, "pause")
@@ -90,6 +113,11 @@ def test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leav
         assert "no engine is running to send it: `botctl run` does" in closing.stderr, closing.stderr
         held = book(home, "SELECT state FROM orders WHERE intent = 'exit'")
         assert held and all(state in ("submitted", "unknown") for (state,) in held), held
+        # `close --all` then has nothing to send, but it does not call that success: a script would
+        # read "everything closed" while the exit may still fail and leave the position open
+        again = botctl(home, "close", "--all", "--yes", "--timeout", "3", timeout=90)
+        assert again.returncode == 1 and f"position {position['id']} is still closing" in again.stderr, \
+            again.stdout + again.stderr
         # Mined once, not yet confirmed twice: the chain has sold the tokens, the book has not recorded
         # it. Reconciling then must not call that a difference (it would block entries and count
         # against the stage's evidence for good): the chain is not compared until the order settles.
@@ -138,3 +166,21 @@ def test_a_send_error_nobody_can_classify_holds_the_funds_and_reconciles_once_se
     assert reconciled[0]["differences"] == [] and reconciled[0]["by"] == "engine", reconciled
     assert "reconciling after a send error nobody could classify" in (home / "logs" / "botctl.log").read_text()
     settled_cleanly(home)
+
+
+def test_doctor_reads_the_market_a_start_would_read(live_home, evm_chain):  # noqa: F811
+    """doctor passes only what `botctl run` would take: the router, the quote and each token answer."""
+    home, _address = live_home
+    ok = botctl(home, "doctor", "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    (market,) = [c for c in json.loads(ok.stdout)["checks"] if c["check"] == "market"]
+    assert market["ok"] and "anvil: the router, the quote and 2 token(s) answer" in market["detail"], market
+    config = home / "config.toml"
+    config.write_text(re.sub(r'router = "[^"]*"', 'router = "0x000000000000000000000000000000000000dEaD"',
+                             config.read_text()))
+    bad = botctl(home, "doctor", "--json")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    (market,) = [c for c in json.loads(bad.stdout)["checks"] if c["check"] == "market"]
+    assert not market["ok"] and "router" in market["detail"], market
+    start = botctl(home, "run", "--duration", "1")
+    assert start.returncode == 2 and market["detail"] in start.stderr, start.stderr  # the same words as run

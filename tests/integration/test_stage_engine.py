@@ -46,7 +46,7 @@ async def test_the_engine_in_soft_launch_refuses_six_dollars_and_an_evm_entry(tm
         solana = sorted(engine.book.policy.chains["solana"].tokens)
         base = sorted(engine.book.policy.chains["base"].tokens)
         six = await entry(engine, "solana", solana[0], "6")
-        assert not six.accepted and "exceeds the soft-launch stage ceiling of 5 per position" in six.reason
+        assert not six.accepted and "exceeds the soft-launch stage ceiling of 5 USD per position" in six.reason
         evm = await entry(engine, "base", base[0], "5")
         assert not evm.accepted and "stage soft-launch allows solana chains only" in evm.reason
         five = await entry(engine, "solana", solana[0], "5")

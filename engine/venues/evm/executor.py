@@ -37,6 +37,7 @@ SWAP_GAS = 250_000
 # for tokens whose approve does a little more (events, checks).
 APPROVE_GAS = 70_000
 NOOP_GAS = swaps.CANCEL_GAS  # a plain transfer to ourselves: 21,000 exactly
+EXPIRE_AFTER_BLOCKS = 5  # blocks our nonce stays taken with no receipt of ours before it is another's
 DEADLINE_S = 600  # a swap's deadline: it bounds the price we accept, not the nonce
 
 
@@ -51,6 +52,7 @@ class EvmExecutor:
         self._account = account  # an unlocked eth_account LocalAccount: never shown (see __repr__)
         self.cap = max_gas_price_wei
         self.confirmations = confirmations
+        self._gone_since: dict[int, int] = {}  # order id -> head when its nonce was first seen taken, no receipt
         self.deadline_s = deadline_s
         self.clock = clock
         # A cancellation clears a stuck nonce knowingly: it has a cap of its own, above the trades'.
@@ -227,12 +229,21 @@ class EvmExecutor:
             if order.nonce is not None and await self.client.latest_nonce(order.address) > order.nonce:
                 found = await self._mined(attempts)
                 if found is None:
+                    # Taken by another transaction, or our receipt lags the nonce count (a load-balanced
+                    # endpoint answers from nodes at different heights): only after EXPIRE_AFTER_BLOCKS
+                    # blocks without our receipt is it another's, and the funds released.
+                    head = await self.client.block_number()
+                    first = self._gone_since.setdefault(order.id, head)
+                    if head - first < EXPIRE_AFTER_BLOCKS:
+                        return Outcome("pending")
+                    self._gone_since.pop(order.id, None)
                     return Outcome("expired", reason="nonce taken by another transaction")
             elif any([await self.client.transaction_known(a.tx_id) for a in attempts]):
                 return Outcome("pending")
             else:
                 return Outcome("missing")
         attempt, receipt = found
+        self._gone_since.pop(order.id, None)
         if self.confirmations > 1 and await self.client.block_number() - receipt.block_number + 1 < self.confirmations:
             return Outcome("pending")  # (a receipt is one confirmation: no need to ask for the head)
         if attempt.cancel:

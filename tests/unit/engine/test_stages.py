@@ -111,7 +111,7 @@ def at_stage(name: str, *items, pol=None):
 def test_soft_launch_refuses_six_dollars_and_any_evm_entry():
     book = at_stage("soft-launch")
     six = when(book, reserve("solana", "T1", usd(6)))
-    assert isinstance(six[0], EntryDenied) and "ceiling of 5 per position" in six[0].reason
+    assert isinstance(six[0], EntryDenied) and "ceiling of 5 USD per position" in six[0].reason
     evm = when(book, reserve("base", "T1", usd(5)))
     assert isinstance(evm[0], EntryDenied) and "solana chains only" in evm[0].reason
     five = when(book, reserve("solana", "T1", usd(5)))

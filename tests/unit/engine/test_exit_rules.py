@@ -1,4 +1,4 @@
-"""`halt --close-all` closes every position, also one that opens after it: an entry already sent
+"""Exit rules. `halt --close-all` closes every position, also one that opens after it: an entry already sent
 when the halt committed may still fill, and the position it opens must not stay open behind the
 operator's back. Pure: the rule (engine/core/exits.closes_after_halt) on books built by the decider."""
 
@@ -90,3 +90,19 @@ def test_a_close_whose_chain_cannot_be_reached_is_refused_with_the_reason_and_re
     events = when(book, RequestClose(1, "operator close", 0, 0, "operator", refused="cannot reach base: refused"))
     assert [type(e) for e in events] == [CloseDenied]
     assert "stays open: cannot reach base" in events[0].reason
+
+
+def test_an_automatic_exit_that_used_up_its_attempts_is_not_started_again():
+    """Each attempt of an exit the chain keeps reverting costs gas (an approve and a swap): once a
+    close has used up its budget, the stop-loss / max-hold rules leave the position to the operator."""
+    from engine.core.exits import ExitRules, exits_due
+
+    history = [*FUNDED, *round_trip_entry(1), close(1, by="engine", reason="max-hold")]
+    order = 2
+    for _ in range(MAX_EXIT_ATTEMPTS):
+        history += [sign(order), broadcast(order), failure(order)]
+        order += 1
+    book = given(*history)
+    assert book.positions.get(1).state == "open"
+    assert exits_due(book, 10**15, ExitRules(max_hold_ms=1)) == []  # no fresh budget by itself
+    assert exits_due(given(*FUNDED, *round_trip_entry(1)), 10**15, ExitRules(max_hold_ms=1)) == [(1, "max-hold")]

@@ -13,11 +13,15 @@ from typing import Callable
 
 
 @contextmanager
-def serve(answer: Callable[[str, list], dict]):
+def serve(answer: Callable[[str, list], dict], peek: Callable[[str, dict], None] | None = None):
+    """`peek(path, headers)`, if given, sees each request's path and headers (what a client sent besides
+    the call: credentials, say)."""
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 (http.server's name)
+            if peek is not None:
+                peek(self.path, dict(self.headers))
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with lock:
                 reply = answer(body["method"], body.get("params", []))

@@ -120,6 +120,19 @@ def mined_once_as_signed(chain, home, address: str, start_block: int, sent: dict
 
 
 
+def entry_in_the_pool(chain, home, tmp_path, address: str):
+    """`botctl run` with one entry signal, once the approve and the swap are submitted in the book and
+    in the node's pool as the book has them: (the run, {nonce: hash}, the stored signatures)."""
+    run = run_one_entry(home, tmp_path)
+    try:
+        sent = wait_for(lambda: submitted(home), 20, "the approve and the swap submitted")
+        wait_for(lambda: pooled(chain, address) == sent, 10, "both in the node's pool as the book has them")
+        return run, sent, signatures(home)
+    except BaseException:
+        run.kill()
+        raise
+
+
 @contextlib.contextmanager
 def frozen(run):
     """The engine stopped (SIGSTOP) while the test changes the chain under it and reads it back:
@@ -146,11 +159,8 @@ def test_a_transaction_dropped_from_the_pool_is_sent_again_as_the_same_bytes(liv
     seen before its rebroadcast, not raced."""
     home, address = live_home
     start_block = block_number(paused)
-    run = run_one_entry(home, tmp_path)
+    run, sent, signed = entry_in_the_pool(paused, home, tmp_path, address)
     try:
-        sent = wait_for(lambda: submitted(home), 20, "the approve and the swap submitted")
-        wait_for(lambda: pooled(paused, address) == sent, 10, "both in the node's pool as the book has them")
-        signed = signatures(home)
         with frozen(run):
             for tx_hash in sent.values():
                 paused.rpc("anvil_dropTransaction", [tx_hash])
@@ -188,11 +198,8 @@ def test_a_reorg_before_the_confirmations_takes_no_fill_and_the_same_bytes_are_m
     home, address = live_home
     confirmations(home, 2)
     start_block = block_number(paused)
-    run = run_one_entry(home, tmp_path)
+    run, sent, signed = entry_in_the_pool(paused, home, tmp_path, address)
     try:
-        sent = wait_for(lambda: submitted(home), 20, "the approve and the swap submitted")
-        wait_for(lambda: pooled(paused, address) == sent, 10, "both in the node's pool as the book has them")
-        signed = signatures(home)
         snapshot = paused.rpc("evm_snapshot")
         mine_one(paused)
         first = transactions_from(paused, address, start_block)

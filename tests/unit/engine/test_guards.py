@@ -96,32 +96,14 @@ def test_an_endpoint_with_credentials_in_its_url_is_asked_with_http_basic_auth()
     """`https://user:secret@host/...` is how some providers take their key: urllib alone would read
     `user:secret@host` as the host. The probe sends the credentials as HTTP Basic instead."""
     import base64
-    import json as _json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
 
     from engine.guards import _rpc
 
+    from chains.jsonrpc import serve
+
     seen = {}
-
-    class Node(BaseHTTPRequestHandler):
-        def do_POST(self):
-            seen["auth"] = self.headers.get("Authorization")
-            seen["path"] = self.path
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = _json.dumps({"jsonrpc": "2.0", "id": 1, "result": "0x7a69"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Node)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        assert _rpc(f"http://us%40er:s3cret@127.0.0.1:{server.server_port}/v1/KEY", "eth_chainId", 5) == "0x7a69"
-    finally:
-        server.shutdown()
-    assert base64.b64decode(seen["auth"].split()[1]) == b"us@er:s3cret" and seen["path"] == "/v1/KEY"
+    with serve(lambda method, params: {"result": "0x7a69"}, lambda path, headers: seen.update(path=path, **headers)) \
+            as url:
+        port = url.rsplit(":", 1)[1]
+        assert _rpc(f"http://us%40er:s3cret@127.0.0.1:{port}/v1/KEY", "eth_chainId", 5) == "0x7a69"
+    assert base64.b64decode(seen["Authorization"].split()[1]) == b"us@er:s3cret" and seen["path"] == "/v1/KEY"

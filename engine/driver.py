@@ -106,7 +106,14 @@ class OrderDriver:
             self.crash(f"after_submit_commit:{order.intent}")
             order = self._current(order.id)
         if order.state == "signed":
-            return await self._broadcast(executor, order)
+            sent = await self._broadcast(executor, order)
+            if sent == "sent" and getattr(executor, "look_up_after_send", False):
+                # a chain that may already hold the receipt (a dev node mines on arrival; a fast chain
+                # within the round trip): looked up now rather than a step later. Pending costs one read.
+                current = self._current(order.id)
+                if current is not None and current.state == "submitted":
+                    return "sent, " + await self._settle(executor, current)
+            return sent
         if order.state in ("submitted", "unknown"):
             return await self._settle(executor, order)
         return order.state

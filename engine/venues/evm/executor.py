@@ -276,6 +276,7 @@ class EvmExecutor:
     # ------------------------------------------------------------------ stuck transactions
 
     stuck_after_ms: int | None = 60_000  # not mined this long after its last attempt: replace it
+    look_up_after_send = True  # the driver asks for the receipt right after a send (engine/driver.py)
 
     async def replace(self, order: Order) -> Signed | None:
         """The order's transaction again at its nonce, both fee fields raised as geth demands

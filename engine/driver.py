@@ -69,12 +69,30 @@ class OrderDriver:
         chain's round trips overlap, so fifty orders do not wait on each other's RPC; paper takes
         them one by one, so that a seed replays exactly."""
         orders = [o for o in self.sequencer.book.live_orders() if not only_new or o.state == "new"]
-        for start in range(0, len(orders), at_once):
-            batch = orders[start:start + at_once]
-            if len(batch) == 1:
-                await self.advance(batch[0])
-            else:
-                await asyncio.gather(*(self.advance(order) for order in batch))
+        if at_once == 1:
+            for order in orders:
+                await self.advance(order)
+            return
+        # A sliding window: an order starts as soon as one of the `at_once` before it is done (fixed
+        # batches would make the 17th wait for the slowest of the first 16).
+        waiting, running, failed = list(reversed(orders)), set(), None
+        try:
+            while waiting or running:
+                while waiting and len(running) < at_once:
+                    running.add(asyncio.ensure_future(self.advance(waiting.pop())))
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is not None and failed is None:
+                        failed = task.exception()
+                if failed is not None:
+                    waiting.clear()  # start nothing more; let those running finish, then raise
+        except BaseException:  # cancelled (as gather would be): so are the orders' steps under way
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        if failed is not None:
+            raise failed
 
     async def advance(self, order: Order) -> str:
         """One step for one order; returns what happened, in a few words."""

@@ -38,6 +38,7 @@ SWAP_GAS = 250_000
 APPROVE_GAS = 70_000
 NOOP_GAS = swaps.CANCEL_GAS  # a plain transfer to ourselves: 21,000 exactly
 EXPIRE_AFTER_BLOCKS = 5  # blocks our nonce stays taken with no receipt of ours before it is another's
+FEES_FRESH_S = 0.2  # a fee read serves every order signed within one engine step
 DEADLINE_S = 600  # a swap's deadline: it bounds the price we accept, not the nonce
 
 
@@ -53,6 +54,7 @@ class EvmExecutor:
         self.cap = max_gas_price_wei
         self.confirmations = confirmations
         self._gone_since: dict[int, int] = {}  # order id -> head when its nonce was first seen taken, no receipt
+        self._fee_read: tuple[float, object] | None = None  # (when, the shared read of the fees)
         self.deadline_s = deadline_s
         self.clock = clock
         # A cancellation clears a stuck nonce knowingly: it has a cap of its own, above the trades'.
@@ -117,6 +119,17 @@ class EvmExecutor:
         return order.nonce
 
     async def _fees(self) -> fees.Fees:
+        """The fees to sign at now. Orders advanced together share one read (the driver signs up to
+        `concurrency` at once: one read, not one per order), fresh for FEES_FRESH_S, a step of the
+        engine: a base fee that moves later is met by the headroom `initial` leaves."""
+        import asyncio
+
+        now = time.monotonic()
+        if self._fee_read is None or now - self._fee_read[0] > FEES_FRESH_S:
+            self._fee_read = (now, asyncio.ensure_future(self._read_fees()))
+        return await asyncio.shield(self._fee_read[1])
+
+    async def _read_fees(self) -> fees.Fees:
         import asyncio
 
         try:

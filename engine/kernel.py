@@ -23,6 +23,7 @@ from typing import Callable
 
 from engine import eventlog
 from engine.core.book import Limits, Policy
+from engine.core.decider import SENT
 from engine.core.exits import HALT_CLOSE, ExitRules, closes_after_halt, exits_due
 from engine.core.messages import (
     Deposit,
@@ -34,6 +35,7 @@ from engine.core.messages import (
     RequestClose,
     ReserveEntry,
 )
+from engine.core.reconcile import unlisted_holdings
 from engine.driver import OrderDriver
 from engine.persist import load_book
 from engine.sequencer import Sequencer
@@ -108,20 +110,6 @@ def policy_for(settings: Settings, market: dict | None = None, stages: dict | No
     return Policy(chains, limits, live=live, stages=stages or shipped_stages())
 
 
-def unlisted_holdings(book, policy: Policy) -> list[str]:
-    """Open positions in a token the chain's allow-list no longer names: the chain's balance of it
-    would not be read, reconciliation would call it a difference (and accepting that would wipe a
-    holding the chain still has), and its exit could not be priced. Said, so the operator puts the
-    token back (or closes the position first)."""
-    out = []
-    for position in book.open_positions():
-        chain = policy.chains.get(position.chain)
-        if chain is not None and chain.tokens and position.token not in chain.tokens:
-            out.append(f"chains.{position.chain}: position {position.id} holds {position.token}, which is not in "
-                       f"tokens any more: put it back in the allow-list (close the position first to drop it)")
-    return out
-
-
 def _priced(policy, chain_settings):
     """The chain's policy with the USD the operator counts one quote unit as (1 unless configured)."""
     from dataclasses import replace
@@ -156,8 +144,6 @@ class Reconciliation:
     differences: tuple[tuple[str, str, int, int], ...]
     not_compared: tuple[str, ...] = ()  # chains with an order still in doubt: compared once it settles
 
-
-IN_DOUBT = ("signed", "submitted", "unknown")  # signed bytes exist and no outcome is recorded
 
 
 @dataclass
@@ -225,7 +211,7 @@ class Engine:
 
         resolved = []
         for order in self.book.live_orders():
-            if order.state in IN_DOUBT:
+            if order.state in SENT:
                 outcome = await self.driver.advance(order)
                 now = self.book.orders.get(order.id)
                 if now is not None and now.state != order.state and now.state in ("submitted", "unknown"):
@@ -235,7 +221,7 @@ class Engine:
                 resolved.append((order.id, order.intent, order.state, outcome))
         # A chain with an order still in doubt is not compared: a transaction mined but not yet recorded
         # would show as a difference that is none (and count against the stage's evidence for good).
-        in_doubt = tuple(sorted({o.chain for o in self.book.live_orders() if o.state in IN_DOUBT}))
+        in_doubt = tuple(sorted({o.chain for o in self.book.live_orders() if o.state in SENT}))
         venue = {chain: await port.balances() for chain, port in sorted(self.ports.items()) if chain not in in_doubt}
         found = differences(self.book, venue)
         await self.sequencer.submit(RecordReconciliation(found, len(resolved), self.now(), by))
@@ -340,7 +326,7 @@ class Engine:
         """After a send error nobody could classify (DESIGN 8), the balances are compared once that
         chain has no order left in doubt: an answer we do not understand may hide a spend we do not
         know of, and a difference then stops new entries until the operator has looked."""
-        busy = {o.chain for o in self.book.live_orders() if o.state in IN_DOUBT}
+        busy = {o.chain for o in self.book.live_orders() if o.state in SENT}
         due = self.driver.reconcile_after - busy
         if not due:
             return
@@ -474,7 +460,7 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
             check_settings(settings, book.meta.get("stage"), policy.stages)  # under the lock: the stage is still
         except StageError as exc:
             raise SettingsError(str(exc)) from None
-        unlisted = unlisted_holdings(book, policy)
+        unlisted = unlisted_holdings(book)
         if unlisted:
             raise SettingsError(unlisted[0] + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""))
         try:  # a book that has recorded this world's opening funds has met it: it must still be there (a

@@ -186,7 +186,7 @@ MUTATIONS = [
     Mutation(
         "after a restart, bytes signed but not marked broadcast are assumed never sent (entry)",
         "engine/kernel.py",
-        """            if order.state in IN_DOUBT:
+        """            if order.state in SENT:
                 outcome = await self.driver.advance(order)""",
         """            if order.state == "signed":  # MUTATION: "it was never broadcast", a guess
                 from engine.core.messages import RecordFailure

@@ -223,17 +223,12 @@ class Spawned:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            try:
-                self.returncode = _status(self._conn, self.pid, self.args, 0.0, 0.0, kill=False)
-            except subprocess.TimeoutExpired:
-                return None
-            self._conn.close()
+            self.returncode = _reported(self._conn, self.pid, self.args, 0.0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            self.returncode = _status(self._conn, self.pid, self.args, timeout, timeout, kill=False)
-            self._conn.close()
+            self.returncode = _reported(self._conn, self.pid, self.args, timeout)
         return self.returncode
 
     def communicate(self, timeout: float | None = None):
@@ -267,6 +262,19 @@ class Spawned:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+def _reported(conn, pid: int, argv, timeout: float | None) -> int | None:
+    """A warm child's exit status as its server reports it, the connection closed once it has come:
+    None when `timeout` is 0 and it has not come yet (poll); TimeoutExpired after a longer one (wait)."""
+    try:
+        code = _status(conn, pid, argv, timeout, timeout, kill=False)
+    except subprocess.TimeoutExpired:
+        if timeout == 0:
+            return None
+        raise
+    conn.close()
+    return code
 
 
 def _status(conn, pid: int, argv, left: float | None, timeout: float | None, kill: bool = True) -> int:
@@ -493,11 +501,7 @@ class _Terminal:
                 if pid:
                     self.code = os.waitstatus_to_exitcode(status)
             else:
-                try:
-                    self.code = _status(self._conn, self.pid, self.args, 0.0, 0.0, kill=False)
-                except subprocess.TimeoutExpired:
-                    return None
-                self._conn.close()
+                self.code = _reported(self._conn, self.pid, self.args, 0.0)
         return self.code
 
     def wait(self, timeout: float | None = None) -> int:
@@ -510,8 +514,7 @@ class _Terminal:
                         raise subprocess.TimeoutExpired(self.args, timeout)
                     time.sleep(0.02)
             else:
-                self.code = _status(self._conn, self.pid, self.args, timeout, timeout, kill=False)
-                self._conn.close()
+                self.code = _reported(self._conn, self.pid, self.args, timeout)
         return self.code
 
     def kill(self) -> None:

@@ -107,8 +107,8 @@ async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: Base
     try:
         withdrawn = inbox.withdraw(db, ident, why)
     except inbox.BookBusy:
-        raise Failed(f"command {ident} was {why} and could not be withdrawn: another process holds the book's "
-                     "write lock (an engine stopped mid-commit?). It may still run when that process resumes: "
+        raise Failed(f"command {ident} was {why} and could not be withdrawn: another process has held the book's "
+                     f"write lock for over {inbox.busy_wait_s():g}s (an engine stopped mid-commit?). It may still run when that process resumes: "
                      "`botctl history --commands` shows its answer") from None
     if withdrawn:
         if isinstance(exc, TimeoutError):

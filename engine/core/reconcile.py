@@ -44,3 +44,17 @@ def differences(book: Book, venue: dict[str, dict[str, int]]) -> tuple[tuple[str
             if on_chain.get(asset, 0) != held.get(asset, 0):
                 found.append((chain, asset, on_chain.get(asset, 0), held.get(asset, 0)))
     return tuple(found)
+
+
+def unlisted_holdings(book: Book) -> list[str]:
+    """Open positions in a token the chain's allow-list no longer names: the chain's balance of it
+    would not be read, reconciliation would call it a difference (and accepting that would wipe a
+    holding the chain still has), and its exit could not be priced. Said, so the operator puts the
+    token back (or closes the position first)."""
+    out = []
+    for position in book.open_positions():
+        chain = book.policy.chains.get(position.chain)
+        if chain is not None and chain.tokens and position.token not in chain.tokens:
+            out.append(f"chains.{position.chain}: position {position.id} holds {position.token}, which is not in "
+                       f"tokens any more: put it back in the allow-list (close the position first to drop it)")
+    return out

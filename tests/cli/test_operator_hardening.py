@@ -285,4 +285,5 @@ def test_a_sender_that_cannot_withdraw_says_its_command_may_still_run(stopped_en
         holder.execute("ROLLBACK")
         holder.close()
     assert code == 1 and "could not be withdrawn" in err and "may still run" in err, (code, err)
+    assert "for over 2s" in err, err  # BOTCTL_LOCK_WAIT_S, not the default 10 s
     assert err.count("\n") == 1 and "Traceback" not in err, err

@@ -298,6 +298,9 @@ def add_tokens(chain, symbols: list[str]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- a flaky link
 
 
+SLOW_S = 0.3  # how late a "slow" relay answers each request
+
+
 @pytest.fixture
 def relay(evm_chain):
     """A Relay to the worker's anvil: give botctl `relay.url` as its node, then break it."""
@@ -313,7 +316,7 @@ class Relay:
     aiohttp uses it). Modes: "pass" relays everything; "lose_sends" relays an
     eth_sendRawTransaction to the node and drops the connection before the answer (the node took
     the bytes, botctl never hears it: the classic lost response after acceptance), relaying the
-    rest; "strange_sends" relays a send and answers it with an error nobody can classify; "down"
+    rest; "slow" relays everything SLOW_S late; "strange_sends" relays a send and answers it with an error nobody can classify; "down"
     drops every connection without reading a byte (the node unreachable).
     It works at the HTTP level, not the TCP level, so that a cut can fall exactly after the sends
     and never before the fee reads that precede a signature."""
@@ -343,7 +346,7 @@ class Relay:
                 _shut(client)
 
     def set(self, mode: str) -> None:
-        assert mode in ("pass", "lose_sends", "strange_sends", "down")
+        assert mode in ("pass", "slow", "lose_sends", "strange_sends", "down")
         self.mode = mode
         if mode == "down":  # connections kept alive from before are cut too
             with self._lock:
@@ -379,6 +382,8 @@ class Relay:
                 body = reader.read(length)
                 if self.mode == "down":
                     return
+                if self.mode == "slow":
+                    time.sleep(SLOW_S)
                 answer = self._forward(body)
                 if self.mode == "lose_sends" and b"eth_sendRawTransaction" in body:
                     self.sends_lost += 1

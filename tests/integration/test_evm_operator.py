@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 
 import pytest
 from evmkit import (  # noqa: E501, F401
@@ -184,3 +185,21 @@ def test_doctor_reads_the_market_a_start_would_read(live_home, evm_chain):  # no
     assert not market["ok"] and "router" in market["detail"], market
     start = botctl(home, "run", "--duration", "1")
     assert start.returncode == 2 and market["detail"] in start.stderr, start.stderr  # the same words as run
+
+
+def test_a_signal_during_a_slow_start_stops_the_run_right_after_the_start(tmp_path, evm_chain, relay):  # noqa: F811
+    """Ctrl-C or SIGTERM while `botctl run` starts (reading the chain, reconciling: seconds on a slow
+    endpoint) stops it cleanly as soon as the start is over, exit 0, no step taken; never a process
+    killed mid-start, nor a start cancelled inside web3 (which can leave a lock held for ever)."""
+    home = tmp_path / "home"
+    make_home(home, evm_chain, rpc_url=relay.url)
+    relay.set("slow")  # each read of the start waits SLOW_S at the relay
+    run = start(home, "run", "--duration", "60")
+    time.sleep(1)  # in the start: it reads the chain a dozen times before its first step
+    assert run.poll() is None, output(home)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 0, output(home)
+    err = output(home)[1]
+    assert "stopping as soon as the start is over" in err and "stopped: 0 steps" in err, err
+    relay.set("pass")
+    settled_cleanly(home)

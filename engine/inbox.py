@@ -255,7 +255,10 @@ class InboxPoller:
                 pass
             self._wake.clear()
             try:
-                await self.drain()
+                if await self.drain():
+                    wake = getattr(self.engine, "wake", None)  # a close to send, a halt to act on: now
+                    if wake is not None:
+                        wake()
             except Exception:
                 log.exception("inbox drain failed")
 

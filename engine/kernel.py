@@ -189,6 +189,7 @@ class Engine:
         self._marked_at: dict[str, int] = {}  # live: when each chain's open positions were last priced
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # live: act now, not at the next poll (a signal line, a command)
 
     @property
     def book(self):
@@ -268,7 +269,7 @@ class Engine:
             await self.sequencer.submit(Beat(self.run_id, now))
 
     async def tick(self) -> None:
-        height = await self.world.step()
+        height = await self.world.step(self._wake)
         now = self.now()
         submit = self.sequencer.submit
         await self._beat(now)
@@ -356,6 +357,22 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def wake(self) -> None:
+        """Something arrived that the next step acts on (an operator's command, a signal line): a
+        live engine takes that step now instead of at the end of its poll interval."""
+        self._wake.set()
+
+    def waker(self) -> Callable[[], None]:
+        """`wake` for another thread (a signal reader): safe to call after the loop has closed."""
+        loop = asyncio.get_running_loop()
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop closed: nobody is left to wake
+                pass
+        return wake
 
     def start_inbox(self, fallback_s: float = 1.0):
         """Take operator commands from other processes (the owner's job)."""
@@ -483,6 +500,9 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
     eventlog.subscribe(sequencer, settings)  # before the first command: every committed event is logged
     engine = Engine(settings, writer, sequencer, world, source, ownership)
     engine.network = network
+    watch = getattr(source, "watch", None)
+    if watch is not None and world.height is None:  # live: a line is read as it lands, not at the next poll
+        watch(engine.waker())
     try:
         if settings.mode != "paper":  # what the chain said its tokens are: read amounts by it from now on
             for name, chain in sorted(market.items()):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import accumulate
+from typing import Callable
 
 from engine.core.money import PLAIN_DECIMAL, parse_amount
 from engine.venues.port import Market
@@ -35,6 +36,7 @@ MAX_ID_CHARS = 128
 MAX_TTL_S = 10**9  # about 31 years: longer means "no expiry", and larger numbers only cost
 READ_BYTES = 1 << 20  # per poll: one tick never waits on a huge backlog
 TAIL_BYTES = 64
+WATCH_S = 0.01  # a followed file is looked at this often, off the loop, for a line to read now
 MAX_DEPTH = 16  # a signal is one flat object
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -287,8 +289,19 @@ class _Stream:
         self._closing = False
         self._again = fifo
         self._said: str | None = None
+        self._notify: Callable[[], None] = _nobody
         self.lines = Lines()
         threading.Thread(target=self._read, daemon=True, name="botctl-signals").start()
+
+    def watch(self, notify: Callable[[], None]) -> None:
+        """Call `notify` (from the reader's thread) whenever there is something to read."""
+        self._notify = notify
+        if self._chunks:
+            notify()
+
+    def _arrived(self, chunk: bytes | None) -> None:
+        self._chunks.append(chunk)
+        self._notify()
 
     def close(self) -> None:
         """Ends the thread: one blocked opening a FIFO is woken by opening it for writing (which
@@ -311,7 +324,7 @@ class _Stream:
             log.warning("signals on %s stopped: %s", self.label, reason, extra={"reason": reason})
         finally:
             if self.path is None:
-                self._chunks.append(None)  # its unfinished last line is a line
+                self._arrived(None)  # its unfinished last line is a line
 
     def _read_stdin(self) -> None:
         stream = sys.stdin
@@ -325,7 +338,7 @@ class _Stream:
                 chunk = stream.read(65536).encode("utf-8", "surrogateescape")
             if not chunk:
                 break
-            self._chunks.append(chunk)
+            self._arrived(chunk)
 
     def _read_file(self) -> None:
         while not self._closing:
@@ -342,10 +355,10 @@ class _Stream:
                 if self._again and not stat.S_ISFIFO(os.fstat(fd).st_mode):  # it would be read over and over
                     raise OSError(f"{self.path} is no longer a FIFO")
                 while chunk := os.read(fd, 65536):
-                    self._chunks.append(chunk)
+                    self._arrived(chunk)
             finally:
                 os.close(fd)
-                self._chunks.append(None)  # the writer's unfinished last line is a line
+                self._arrived(None)  # the writer's unfinished last line is a line
             if not self._again:
                 break
 
@@ -384,6 +397,7 @@ class _File:
             raise FileNotFoundError(f"signals file {path} does not exist")
         self._said: str | None = None  # the last condition logged, so a lasting one is logged once
         self._tail = b""  # the last bytes read: if they change, the file was rewritten
+        self._closed = False
 
     def _open(self):
         try:
@@ -396,7 +410,28 @@ class _File:
         return handle
 
     def close(self) -> None:
+        self._closed = True
         self._handle.close()
+
+    def watch(self, notify: Callable[[], None]) -> None:
+        """Call `notify` (from a thread of its own) whenever the file at the path changes: grown,
+        rewritten or replaced. A regular file gives no wake-up of its own (stdlib has no inotify), so
+        a thread looks at it every WATCH_S: a stat costs microseconds, and the engine's loop stays
+        asleep until there is something to read."""
+        threading.Thread(target=self._watch, args=(notify,), daemon=True, name="botctl-signals-watch").start()
+
+    def _watch(self, notify: Callable[[], None]) -> None:
+        seen = None
+        while not self._closed:
+            try:
+                status = os.stat(self.path)
+                now = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns)
+            except OSError:
+                now = None
+            if now != seen:
+                seen = now
+                notify()
+            time.sleep(WATCH_S)
 
     def read(self) -> list[tuple[int, object]]:
         try:
@@ -464,6 +499,10 @@ class _File:
             log.warning(message, extra={"reason": message})
 
 
+def _nobody() -> None:
+    pass
+
+
 def _identity(status: os.stat_result) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
@@ -497,6 +536,11 @@ class JsonlSource:
 
     def close(self) -> None:
         self._reader.close()
+
+    def watch(self, notify: Callable[[], None]) -> None:
+        """Call `notify`, from another thread, whenever a line may be there to read (live engines
+        step at once on it instead of at their next poll)."""
+        self._reader.watch(notify)
 
     def poll(self, height: int, now_ms: int) -> list[Opportunity]:
         try:

@@ -45,6 +45,9 @@ class Mutation:
     tests: tuple[str, ...]
 
 
+WAKE = ("tests/integration/test_evm_live.py::"
+        "test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not_at_the_next_poll")
+
 _ANSWER_EARLY = (
     "engine/sequencer.py",
     """                write_batch(tx, overlay, journal)
@@ -303,6 +306,22 @@ MUTATIONS = [
         return []""",
         ("tests/integration/test_evm_scenarios.py::"
          "test_nonces_shows_the_next_nonce_and_the_floor_a_transaction_from_elsewhere_raised",),
+    ),
+    Mutation(
+        "a live engine reads a signal line only at its next poll (the line waits up to an interval)",
+        "engine/kernel.py",
+        """        watch(engine.waker())""",
+        """        pass  # MUTATION""",
+        (WAKE,),
+    ),
+    Mutation(
+        "an operator's command waits for the engine's next poll (a close waits up to an interval)",
+        "engine/inbox.py",
+        """                    if wake is not None:
+                        wake()""",
+        """                    if wake is not None:
+                        pass  # MUTATION""",
+        (WAKE,),
     ),
 ]
 # The same guess, caught at the exit's crash point.

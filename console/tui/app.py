@@ -499,7 +499,9 @@ class BotctlApp(App):
         from engine.sequencer import SequencerStopped
 
         try:
-            return await self.engine.sequencer.submit(command)
+            result = await self.engine.sequencer.submit(command)
+            self.engine.wake()  # a close is sent now, not at the end of the engine's poll interval
+            return result
         except SequencerStopped as exc:
             self.post_message(OperatorResult(type(command).__name__, False, str(exc)))
         except Exception as exc:  # a failed commit: nothing was applied

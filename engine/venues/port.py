@@ -31,6 +31,7 @@ cannot prove is `Unknown`/`Pending`, never a guess.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Protocol
@@ -167,8 +168,12 @@ class World(Protocol):
     def describe(self) -> str:
         """One phrase for the start-up line: which world this is (`paper venue, seed 4`)."""
 
-    async def step(self) -> int:
-        """Move to the next moment the engine acts at, and return its height (paper: mine a block)."""
+    async def step(self, wake: asyncio.Event | None = None) -> int:
+        """Move to the next moment the engine acts at, and return its height (paper: mine a block).
+
+        Live, that moment comes at the next poll interval or as soon as `wake` is set (a signal
+        line or an operator's command arrived), whichever is first; paper ignores it (a seed
+        replays the same blocks however fast its lines arrive)."""
 
     async def openings(self) -> list[Opening]:
         """Funds to deposit into the book once, the first time it meets this world."""

@@ -43,3 +43,54 @@ def test_a_live_start_with_dry_run_on_sends_nothing_and_says_so(live_home):  # n
     home, _address = live_home
     result = botctl(home, "run", "--duration", "1", BOTCTL_DRY_RUN="true")
     assert result.returncode == 2 and "dry run on sends nothing" in result.stderr, result.stderr
+
+
+
+@pytest.mark.asyncio
+async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not_at_the_next_poll(  # noqa: F811
+        live_home, tmp_path, monkeypatch):
+    """A live engine steps every poll interval; what arrives between two steps (a signal line, an
+    operator's command) wakes it at once. The interval is an hour here: a step that waited for it
+    would time out."""
+    import asyncio
+
+    from evmkit import _env
+
+    from engine import inbox
+    from engine.kernel import build
+    from engine.settings import load_settings
+
+    home, _address = live_home
+    for name, value in _env(home, {}).items():
+        monkeypatch.setenv(name, value)
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text("")
+    engine = await build(load_settings(), str(signals))
+    db = home / "botctl.db"
+    try:
+        engine.world.poll_s = 3600
+        engine.start_inbox(fallback_s=3600)
+        await asyncio.wait_for(engine.tick(), 30)  # the watcher's first look at the file wakes one step
+        step = asyncio.ensure_future(engine.tick())
+        with open(signals, "a") as f:
+            f.write('{"id": "w1", "chain": "anvil", "token": "TKA", "size": "10"}\n')
+        await asyncio.wait_for(step, 15)
+        assert engine.book.orders.base or engine.book.open_positions(), "the step it woke did not take the line"
+
+        engine.world.poll_s = 0.05
+        for _ in range(200):
+            if engine.book.open_positions() and not engine.book.orders.base:
+                break
+            await engine.tick()
+        [position] = engine.book.open_positions()
+
+        engine.world.poll_s = 3600
+        step = asyncio.ensure_future(engine.tick())
+        row = inbox.post(db, "close", {"id": position.id})
+        inbox.nudge(home)
+        await asyncio.wait_for(step, 15)
+        assert (await inbox.wait(db, row, 5))["state"] == "done"
+        sent = [o for o in engine.book.orders.base.values() if o.intent == "exit" and o.state != "new"]
+        assert engine.book.positions.get(position.id) is None or sent, "the step it woke did not send the close"
+    finally:
+        await engine.close()

@@ -106,9 +106,17 @@ class EvmWorld:
                            for name, port in sorted(self.ports.items()))
         return f"live EVM: {chains}"
 
-    async def step(self) -> int:
-        """Waits one poll interval: the live loop acts on what the chains, signals and timers bring."""
-        await asyncio.sleep(self.poll_s)
+    async def step(self, wake: asyncio.Event | None = None) -> int:
+        """Waits one poll interval, or less when `wake` is set: the live loop acts on what the chains,
+        signals and timers bring, and a signal line waits for no interval (it is read at once)."""
+        if wake is None:
+            await asyncio.sleep(self.poll_s)
+            return 0
+        try:
+            await asyncio.wait_for(wake.wait(), self.poll_s)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
         return 0
 
     async def openings(self) -> list[Opening]:

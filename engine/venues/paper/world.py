@@ -59,7 +59,7 @@ class PaperWorld:
     def describe(self) -> str:
         return f"seed {self.venue.seed}"
 
-    async def step(self) -> int:
+    async def step(self, wake=None) -> int:  # noqa: ARG002 - blocks are paced by the run, not by arrivals
         return await self.link.call(self.venue.advance)
 
     async def openings(self) -> list[Opening]:

@@ -363,3 +363,82 @@ def test_a_closed_or_broken_stdin_ends_the_signals_without_a_traceback(monkeypat
     poll_until(source, lambda f: any("stdin stopped" in r.getMessage() and "closed file" in r.getMessage()
                                      for r in caplog.records))
     assert crashed == []
+
+
+class Woken:
+    """A `watch` callback as the engine gives one (called from the source's thread), counted."""
+
+    def __init__(self):
+        import threading
+
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.event.set()
+
+    def wait(self, what: str) -> None:
+        assert self.event.wait(10), f"nothing woke the engine when {what}"
+        self.event.clear()
+
+    def quiet(self) -> bool:
+        return not self.event.wait(0.2)
+
+
+def test_a_followed_file_wakes_the_engine_when_it_grows_is_rewritten_or_replaced(tmp_path):
+    path = tmp_path / "signals.jsonl"
+    path.write_bytes(b"")
+    source = JsonlSource(str(path), CHAINS)
+    woken = Woken()
+    source.watch(woken)
+    try:
+        woken.wait("it started watching")  # whatever was there before is read at once
+        assert woken.quiet(), "a file that does not change wakes nobody"
+        with open(path, "ab") as f:
+            f.write(good("g1") + b"\n")
+        woken.wait("a line was appended")
+        assert [o.id for o in source.poll(1, NOW)] == ["g1"]
+        path.write_bytes(good("g2") + b"\n")  # rewritten in place
+        woken.wait("the file was rewritten")
+        moved = tmp_path / "new.jsonl"
+        moved.write_bytes(good("g3") + b"\n")
+        os.replace(moved, path)
+        woken.wait("another file took its name")
+    finally:
+        source.close()
+
+
+def test_a_fifo_and_stdin_wake_the_engine_when_a_writer_sends(tmp_path, monkeypatch):
+    path = tmp_path / "signals.fifo"
+    os.mkfifo(path)
+    source = JsonlSource(str(path), CHAINS)
+    woken = Woken()
+    source.watch(woken)
+    try:
+        fifo_writer(path, good("f1") + b"\n")
+        woken.wait("a writer sent a line into the FIFO")
+        assert [o.id for o in poll_until(source, lambda f: f)] == ["f1"]
+    finally:
+        source.close()
+    read, written = os.pipe()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(read, "rb"), encoding="utf-8"))
+    source = JsonlSource("-", CHAINS)
+    woken = Woken()
+    source.watch(woken)
+    os.write(written, good("s1") + b"\n")
+    woken.wait("a line arrived on stdin")
+    os.close(written)
+    assert [o.id for o in poll_until(source, lambda f: f)] == ["s1"]
+
+
+def test_closing_a_followed_file_ends_its_watcher(tmp_path):
+    import threading
+
+    path = tmp_path / "signals.jsonl"
+    path.write_bytes(b"")
+    before = set(threading.enumerate())
+    source = JsonlSource(str(path), CHAINS)
+    source.watch(lambda: None)
+    [watcher] = [t for t in threading.enumerate() if t not in before and t.name == "botctl-signals-watch"]
+    source.close()
+    watcher.join(timeout=5)
+    assert not watcher.is_alive(), "the watcher thread outlived its source"

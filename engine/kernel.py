@@ -313,11 +313,15 @@ class Engine:
             fee = await self.executors[position.chain].fee_reserve()
             if (await submit(RequestClose(position_id, reason, fee, now))).accepted:
                 crash_point("after_close_commit")
+        entries = []
         for opportunity in self.source.poll(height, now) if self.source is not None else ():
             fee = await self.executors[opportunity.chain].fee_reserve()
-            result = await submit(ReserveEntry(opportunity.chain, opportunity.token, opportunity.amount, fee, now,
-                                               signal_id=opportunity.id, source=type(self.source).__name__,
-                                               refused=await self._refusal(opportunity.chain, refusals)))
+            entries.append(ReserveEntry(opportunity.chain, opportunity.token, opportunity.amount, fee, now,
+                                        signal_id=opportunity.id, source=type(self.source).__name__,
+                                        refused=await self._refusal(opportunity.chain, refusals)))
+        # Queued together, decided one by one in this order (the sequencer's risk checks see each
+        # entry after the one before), committed in one transaction rather than one per signal.
+        for result in await asyncio.gather(*map(submit, entries)):
             if result.accepted:
                 crash_point("after_reserve_commit")
         await self.driver.advance_all(self.world.concurrency, only_new=True)

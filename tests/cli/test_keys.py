@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import terminal
 from clikit import env_for, one_error_line
 from terminal import converse
 
@@ -27,14 +28,17 @@ ADDRESS = "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"  # eth-account's document
 
 def cli(home: Path, cwd: Path, *args: str, stdin: str | None = None, limit_file_size: int | None = None,
         **env: str) -> subprocess.CompletedProcess:
-    """botctl with no terminal: stdin is what is given, else empty (never the test runner's terminal)."""
+    """botctl with no terminal: stdin is what is given, else empty (never the test runner's terminal).
+    Started warm (tests/terminal.py), but for a file-size limit, which only a fresh process can take."""
+    if not limit_file_size:
+        return terminal.run(args, env_for(home, **env), cwd=cwd, timeout=120, input=stdin or "", evm=True)
 
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit_file_size, limit_file_size))
 
     return subprocess.run([sys.executable, "-m", "console.cli", *args], input=stdin if stdin is not None else "",
                           capture_output=True, text=True, env=env_for(home, **env), cwd=cwd, timeout=120,
-                          preexec_fn=limited if limit_file_size else None)
+                          preexec_fn=limited)
 
 
 def secrets_of(key_hex: str) -> list[bytes]:

@@ -130,6 +130,29 @@ def wait_for(check, timeout: float, what: str, every: float = 0.05):
         time.sleep(every)
 
 
+def stop(proc, home: Path, timeout: float = 30) -> None:
+    """SIGTERM a started `botctl run` (a clean stop); fails unless it exits 0."""
+    if proc.poll() is None:
+        proc.terminate()
+    code = proc.wait(timeout)
+    assert code == 0, output(home)[1]
+
+
+def run_until(home: Path, feed: str, done, what: str, timeout: float = 30, linger: float = 0,
+              **env: str) -> tuple[str, str]:
+    """`botctl run --signals FEED` until `done()` holds of the book (and `linger` seconds more, to see
+    that nothing else happens), then a clean stop: a live run as long as its work takes, not a fixed
+    duration slept through. Returns its stdout and stderr."""
+    proc = start(home, "run", "--signals", str(feed), "--duration", "120", **env)
+    try:
+        wait_for(lambda: proc.poll() is not None or done(), timeout, what)
+        time.sleep(linger)
+    finally:
+        stop(proc, home)
+    assert done(), f"{what}: {orders(home)}"
+    return output(home)
+
+
 # ---------------------------------------------------------------------------------------------- the book
 
 
@@ -149,6 +172,11 @@ def orders(home: Path) -> list[dict]:
 
 def in_flight(home: Path) -> list[dict]:
     return [o for o in orders(home) if o["state"] in ("new", "signed", "submitted", "unknown")]
+
+
+def positions_settled(home: Path, count: int) -> bool:
+    """`count` positions open in the book and no order in flight."""
+    return len(book(home, "SELECT id FROM positions WHERE state = 'open'")) == count and not in_flight(home)
 
 
 def book_json(home: Path, *args: str, **extra: str):

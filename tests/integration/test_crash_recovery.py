@@ -28,6 +28,10 @@ import terminal
 
 pytestmark = pytest.mark.slow
 
+# Random kill -9s from outside per run, beside the crash matrix's every named point: the suite's
+# share of time (more: KILLS=100 python -m pytest tests/integration/test_crash_recovery.py -k random).
+KILLS = int(os.environ.get("KILLS", "20"))
+
 BASE_ENV = {
     "BOTCTL_PAPER__SPEED": "0",
     "BOTCTL_MAX_HOLD_S": "15",
@@ -135,7 +139,7 @@ def test_random_kills_from_outside(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOTCTL_")}
     env.update(BASE_ENV)
     env.update({"BOTCTL_HOME": str(home), "BOTCTL_PAPER__SPEED": "400"})
-    for instant in range(30):
+    for instant in range(KILLS):
         proc = terminal.spawn(["run", "--seed", "9"], env)
         # A warm start takes the book ~0.1 s after the spawn and mines from ~0.15 s (a cold one spends
         # ~0.6 s importing first): kills from the start (lock, reconciliation) to ~200 blocks in.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from evmkit import botctl, live_home  # noqa: F401 (live_home is a fixture)
+from evmkit import botctl, live_home, positions_settled, run_until  # noqa: F401 (live_home is a fixture)
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
 
@@ -20,11 +20,10 @@ def test_signals_open_positions_on_chain_and_close_them_with_the_book_equal_to_t
     signals = tmp_path / "signals.jsonl"
     signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}\n'
                        '{"id": "s2", "chain": "anvil", "token": "tkb", "size": "30"}\n')
-    run = botctl(home, "run", "--signals", str(signals), "--duration", "8")
-    assert run.returncode == 0, run.stderr
+    run_until(home, signals, lambda: positions_settled(home, 2), "two positions opened")
     positions = json.loads(botctl(home, "positions", "--json").stdout)
     assert sorted((p["token"], p["cost"]) for p in positions) == [("TKA", "20"), ("TKB", "30")], \
-        botctl(home, "logs").stdout[-3000:] + run.stderr
+        botctl(home, "logs").stdout[-3000:]
 
     closed = botctl(home, "close", "--all", "--yes")
     assert closed.returncode == 0, closed.stderr + closed.stdout
@@ -47,8 +46,8 @@ def test_a_live_start_with_dry_run_on_sends_nothing_and_says_so(live_home):  # n
 
 
 @pytest.mark.asyncio
-async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not_at_the_next_poll(  # noqa: F811
-        live_home, tmp_path, monkeypatch):
+async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not_at_the_next_poll(
+        live_home, tmp_path, monkeypatch):  # noqa: F811
     """A live engine steps every poll interval; what arrives between two steps (a signal line, an
     operator's command) wakes it at once. The interval is an hour here: a step that waited for it
     would time out."""

@@ -9,9 +9,9 @@ import json
 import re
 
 import pytest
+from evmkit import book, botctl, live_home, positions_settled, run_until, transactions_from  # noqa: F401 (fixture)
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
-from evmkit import book, botctl, live_home, transactions_from  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,7 @@ def test_a_chain_whose_quote_is_its_coin_opens_and_closes_positions_through_weth
     signals = tmp_path / "signals.jsonl"
     signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "2"}\n'  # 80 USD: under 100
                        '{"id": "s2", "chain": "anvil", "token": "TKB", "size": "3"}\n')  # 120 USD: over
-    run = botctl(home, "run", "--signals", str(signals), "--duration", "6")
-    assert run.returncode == 0, run.stderr
+    run_until(home, signals, lambda: positions_settled(home, 1), "the 80 USD entry opened")
     denied = [json.loads(d)["reason"] for (d,) in book(home, "SELECT data FROM journal WHERE kind = 'EntryDenied'")]
     assert denied == ["size 3 (120 USD) exceeds max position 100 USD"], denied
     positions = json.loads(botctl(home, "positions", "--json").stdout)

@@ -116,7 +116,7 @@ def test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leav
         assert held and all(state in ("submitted", "unknown") for (state,) in held), held
         # `close --all` then has nothing to send, but it does not call that success: a script would
         # read "everything closed" while the exit may still fail and leave the position open
-        again = botctl(home, "close", "--all", "--yes", "--timeout", "3", timeout=90)
+        again = botctl(home, "close", "--all", "--yes", "--timeout", "1", timeout=90)
         assert again.returncode == 1 and f"position {position['id']} is still closing" in again.stderr, \
             again.stdout + again.stderr
         # Mined once, not yet confirmed twice: the chain has sold the tokens, the book has not recorded

@@ -30,9 +30,9 @@ from evmkit import (
     in_flight,
     live_home,  # noqa: F401 (a fixture)
     orders,
-    output,
     settled_cleanly,
     start,
+    stop,
     transactions_from,
     wait_for,
 )
@@ -68,13 +68,6 @@ def run_one_entry(home, tmp_path):
     feed = tmp_path / "signals.jsonl"
     feed.write_text(json.dumps({"id": "s1", "chain": "anvil", "token": "TKA", "size": SIZE}) + "\n")
     return start(home, "run", "--signals", str(feed), "--duration", "60")
-
-
-def stop(proc, home) -> None:
-    """SIGTERM (a clean stop); fails unless the run exits 0."""
-    if proc.poll() is None:
-        proc.terminate()
-    assert proc.wait(30) == 0, output(home)[1]
 
 
 def submitted(home) -> dict[int, str] | None:

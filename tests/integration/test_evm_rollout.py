@@ -20,6 +20,8 @@ from evmkit import (
     botctl,
     live_home,  # noqa: F401 (a fixture)
     nonce_counts,
+    positions_settled,
+    run_until,
     settled_cleanly,
     transactions_from,
 )
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.slow
 
 PAPER = {"BOTCTL_PROFILE": "paper", "BOTCTL_DRY_RUN": "true"}  # the home's config turns dry run off for anvil
 COOLDOWN_S = 5  # seconds a token waits after a round trip, in the cooldown test
+HOURS_S = 2.5  # a live run lasts at least this: hours are shown to 0.001 h (3.6 s), rounded
 ITEMS = ["trades", "hours", "consistency", "audit", "drill:failure", "drill:crash", "attest:logs", "attest:explorer"]
 
 
@@ -168,16 +171,15 @@ def test_testnet_evidence_counts_live_round_trips_hours_and_the_failure_drill_bu
     feed = tmp_path / "signals.jsonl"
     feed.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}\n'
                     '{"id": "s2", "chain": "anvil", "token": "TKB", "size": "30"}\n')
-    run = botctl(home, "run", "--signals", str(feed), "--duration", "5")
-    assert run.returncode == 0, run.stderr
-    assert "live EVM: anvil (chain id 31337" in run.stderr, run.stderr
-    assert len(book_json(home, "positions")) == 2, run.stderr + botctl(home, "logs").stdout[-3000:]
+    _out, err = run_until(home, feed, lambda: positions_settled(home, 2), "two positions opened",
+                          linger=HOURS_S)
+    assert "live EVM: anvil (chain id 31337" in err, err
     closed = botctl(home, "close", "--all", "--yes")
     assert closed.returncode == 0, closed.stdout + closed.stderr
     assert book_json(home, "positions") == []
     summary = checklist(home)
     ev = summary["evidence"]
-    assert ev["trades"] == 2 and Decimal(0) < Decimal(ev["hours"]) < Decimal("0.01"), ev  # 5 s: ~0.0014 h
+    assert ev["trades"] == 2 and Decimal(0) < Decimal(ev["hours"]) < Decimal("0.01"), ev  # seconds: ~0.0005 h
     assert item(summary, "trades")["have"] == f"2{elsewhere}", item(summary, "trades")
     assert item(summary, "hours")["have"] == "0.0 h (+0.1 h elsewhere, not counted)", item(summary, "hours")
     assert item(summary, "drill:failure")["ok"], summary
@@ -203,8 +205,7 @@ def test_a_drill_right_after_round_trips_waits_out_the_cooldown(live_home, tmp_p
     feed = tmp_path / "signals.jsonl"
     feed.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}\n'
                     '{"id": "s2", "chain": "anvil", "token": "TKB", "size": "20"}\n')
-    run = botctl(home, "run", "--signals", str(feed), "--duration", "4", **cooling)
-    assert run.returncode == 0, run.stderr
+    run_until(home, feed, lambda: positions_settled(home, 2), "two positions opened", **cooling)
     closed = botctl(home, "close", "--all", "--yes", **cooling)
     assert closed.returncode == 0 and book_json(home, "positions") == [], closed.stdout + closed.stderr
 
@@ -221,8 +222,7 @@ def test_a_paper_run_after_live_trading_in_the_same_home_runs_and_counts_elsewhe
     home, _address = live_home
     feed = tmp_path / "signals.jsonl"
     feed.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}\n')
-    run = botctl(home, "run", "--signals", str(feed), "--duration", "4")
-    assert run.returncode == 0, run.stderr
+    run_until(home, feed, lambda: positions_settled(home, 1), "the position opened", linger=HOURS_S)
     closed = botctl(home, "close", "--all", "--yes")
     assert closed.returncode == 0, closed.stdout + closed.stderr
     live = checklist(home)["evidence"]

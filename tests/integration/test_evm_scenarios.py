@@ -38,9 +38,11 @@ from evmkit import (
     orders,
     output,
     relay,  # noqa: F401 (a fixture)
+    run_until,
     send_from_our_key,
     settled_cleanly,
     start,
+    stop,
     transactions_from,
     wait_for,
 )
@@ -73,26 +75,6 @@ def block_number(chain) -> int:
 def open_positions(home) -> list[tuple[str, str]]:
     """(token, cost in base units) of each position not closed, read from the book."""
     return book(home, "SELECT token, cost FROM positions WHERE state != 'closed' ORDER BY id")
-
-
-def stop(proc, home, timeout: float = 30) -> None:
-    """SIGTERM a started `botctl run` (a clean stop); fails unless it exits 0."""
-    if proc.poll() is None:
-        proc.terminate()
-    code = proc.wait(timeout)
-    assert code == 0, output(home)[1]
-
-
-def run_until(home, feed: str, done, what: str, timeout: float = 30, linger: float = 0, **env: str) -> None:
-    """`botctl run --signals FEED` until `done()` holds of the book (and `linger` seconds more, to see
-    that nothing else happens), then a clean stop."""
-    proc = start(home, "run", "--signals", feed, "--duration", "120", **env)
-    try:
-        wait_for(lambda: proc.poll() is not None or done(), timeout, what)
-        time.sleep(linger)
-    finally:
-        stop(proc, home)
-    assert done(), f"{what}: {orders(home)}"
 
 
 def one_position_settled(home) -> bool:

@@ -88,7 +88,7 @@ async def _zero() -> int:
 
 
 class EvmWorld:
-    concurrency = 16  # orders advanced at once: fifty in flight do not wait on each other's round trips
+    concurrency = 64  # orders advanced at once: fifty in flight do not wait on each other's round trips
 
     def __init__(self, ports: dict[str, EvmPort], poll_s: float = POLL_S):
         self.ports = ports

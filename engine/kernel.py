@@ -51,6 +51,8 @@ log = logging.getLogger("botctl.kernel")
 DB_NAME = "botctl.db"
 HEARTBEAT_MS = 60_000
 FLOOR_SYNC_MS = 5_000  # live: how often the chains' pending counts are compared with our nonces
+SWEEP_MS = 200  # live: orders in flight are looked up at most this often. A step woken early (a signal
+# line, a command) sends what is new at once, but a burst of lines must not cost fifty receipt reads each.
 
 
 class EngineFailed(Exception):
@@ -187,6 +189,7 @@ class Engine:
         self._floors_at = 0
         self._silent: set[str] = set()  # live chains whose node did not answer the last periodic read
         self._marked_at: dict[str, int] = {}  # live: when each chain's open positions were last priced
+        self._swept_at = -(10**15)  # live: when every order in flight was last looked up
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # live: act now, not at the next poll (a signal line, a command)
@@ -294,9 +297,11 @@ class Engine:
                 await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
         if self.world.height is None and now - self._floors_at >= FLOOR_SYNC_MS:  # live: another hand on our key?
             await self.sync_floors()
-        await self.driver.advance_all(self.world.concurrency)
-        if self.driver.reconcile_after:
-            await self._reconcile_when_settled()
+        if not live or now - self._swept_at >= SWEEP_MS:
+            self._swept_at = now
+            await self.driver.advance_all(self.world.concurrency)
+            if self.driver.reconcile_after:
+                await self._reconcile_when_settled()
         refusals: dict[str, str | None] = {}  # per chain, asked once a tick, only when something would be sent
         for position_id in closes_after_halt(self.book):  # any owner: the operator asked for it
             position = self.book.positions.get(position_id)

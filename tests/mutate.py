@@ -323,6 +323,14 @@ MUTATIONS = [
                         pass  # MUTATION""",
         (WAKE,),
     ),
+    Mutation(
+        "every woken step looks up every order in flight (a burst of signal lines, an RPC storm)",
+        "engine/kernel.py",
+        """        if not live or now - self._swept_at >= SWEEP_MS:""",
+        """        if True:  # MUTATION""",
+        ("tests/integration/test_evm_live.py::"
+         "test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_orders_in_flight_once",),
+    ),
 ]
 # The same guess, caught at the exit's crash point.
 _GUESS = next(m for m in MUTATIONS if m.name.endswith("assumed never sent (entry)"))

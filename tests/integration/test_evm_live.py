@@ -93,3 +93,50 @@ async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not
         assert engine.book.positions.get(position.id) is None or sent, "the step it woke did not send the close"
     finally:
         await engine.close()
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_orders_in_flight_once(
+        live_home, evm_chain, tmp_path, monkeypatch):  # noqa: F811
+    """Every line wakes a step, and each step sends what is new; the orders already in flight are
+    looked up once per sweep interval, not once per line (fifty receipts read per line would be an
+    RPC storm on a paid node). The engine's clock is held still here: one sweep in all."""
+    import asyncio
+
+    from evmkit import _env, automine
+
+    from engine.kernel import build
+    from engine.settings import load_settings
+
+    home, _address = live_home
+    for name, value in _env(home, {"BOTCTL_COOLDOWN_S": "0"}).items():
+        monkeypatch.setenv(name, value)
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text('{"id": "b0", "chain": "anvil", "token": "TKA", "size": "10"}\n')
+    automine(evm_chain, False)
+    engine = await build(load_settings(), str(signals))
+    try:
+        engine.world.poll_s = 3600
+        await asyncio.wait_for(engine.tick(), 30)  # the first line: its approve and swap sent, pending
+        in_flight = {o.id for o in engine.book.live_orders()}
+        assert len(in_flight) == 2 and all(o.state == "submitted" for o in engine.book.live_orders())
+        executor = engine.executors["anvil"]
+        looked_up = []
+        real_lookup = executor.lookup
+
+        async def counted(order):
+            looked_up.append(order.id)
+            return await real_lookup(order)
+
+        monkeypatch.setattr(executor, "lookup", counted)
+        held = engine.now()
+        monkeypatch.setattr(engine.world, "now_ms", lambda: held + 1_000)  # one sweep interval later, then still
+        for number in range(1, 6):
+            with open(signals, "a") as f:
+                f.write(f'{{"id": "b{number}", "chain": "anvil", "token": "TKB", "size": "1"}}\n')
+            await asyncio.wait_for(engine.tick(), 30)
+        assert sum(1 for o in looked_up if o in in_flight) == 2, looked_up  # each once, in the one sweep
+        assert len(engine.book.live_orders()) > 2, "the woken steps sent nothing new"
+    finally:
+        await engine.close()
+        automine(evm_chain, True)

@@ -356,6 +356,8 @@ class Relay:
         self._upstream = (target.hostname, target.port)
         self.mode = "pass"
         self.sends_lost = 0
+        self.credentials: str | None = None  # "user:secret": a request without them as HTTP Basic gets 401
+        self.unauthorized = 0
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.2)
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
@@ -410,6 +412,10 @@ class Relay:
                 body = reader.read(length)
                 if self.mode == "down":
                     return
+                if self.credentials is not None and not _authorized(head, self.credentials):
+                    self.unauthorized += 1
+                    client.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+                    continue
                 if self.mode == "slow":
                     time.sleep(SLOW_S)
                 answer = self._forward(body)
@@ -444,6 +450,14 @@ class Relay:
         if b"chunked" in head.lower():
             return _unchunk(rest)
         return rest
+
+
+def _authorized(head: list[bytes], credentials: str) -> bool:
+    import base64
+
+    wanted = b"basic " + base64.b64encode(credentials.encode()).lower()
+    return any(h.split(b":", 1)[0].strip().lower() == b"authorization" and h.split(b":", 1)[1].strip().lower() == wanted
+               for h in head)
 
 
 def _unchunk(data: bytes) -> bytes:

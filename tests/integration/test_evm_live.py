@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from evmkit import botctl, live_home, positions_settled, run_until  # noqa: F401 (live_home is a fixture)
+from evmkit import botctl, live_home, positions_settled, relay, run_until  # noqa: F401 (fixtures)
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
 
@@ -140,3 +140,29 @@ async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_or
     finally:
         await engine.close()
         automine(evm_chain, True)
+
+
+def test_a_node_behind_user_and_secret_in_the_url_is_reached_with_them_and_the_secret_shows_nowhere(
+        tmp_path, evm_chain, relay):  # noqa: F811
+    """Some providers take their key as `https://user:KEY@host/`: the start's probes and the engine's
+    client both send it as HTTP Basic (a node refusing anything else answers 401), and the key is
+    in no output, log line or byte of the book."""
+    from evmkit import make_home
+
+    secret = "k3y-Vq7-never-shown"
+    relay.credentials = f"botctl:{secret}"
+    home = tmp_path / "home"
+    make_home(home, evm_chain, rpc_url=relay.url.replace("http://", f"http://botctl:{secret}@"))
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}\n')
+    out, err = run_until(home, signals, lambda: positions_settled(home, 1), "the position opened")
+    said = [out, err]
+    for args in (("doctor",), ("config", "show"), ("status",), ("nonces",), ("reconcile",), ("logs",)):
+        result = botctl(home, *args)
+        assert result.returncode == 0, (args, result.stdout + result.stderr)
+        said += [result.stdout, result.stderr]
+    assert relay.unauthorized == 0, "a request went to the node without the credentials"
+    assert not any(secret in text for text in said)
+    for path in home.rglob("*"):
+        if path.is_file() and path.name != "config.toml":
+            assert secret.encode() not in path.read_bytes(), path

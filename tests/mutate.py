@@ -331,6 +331,13 @@ MUTATIONS = [
         ("tests/integration/test_evm_live.py::"
          "test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_orders_in_flight_once",),
     ),
+    Mutation(
+        "a live chain's open positions are priced at every step, not every marks_every_s",
+        "engine/kernel.py",
+        """                if now - self._marked_at.get(chain, -(10**15)) < self.settings.chains[chain].marks_every_s * 1000:""",
+        """                if False:  # MUTATION""",
+        ("tests/integration/test_evm_live.py::test_open_positions_are_priced_every_marks_every_s_not_every_step",),
+    ),
 ]
 # The same guess, caught at the exit's crash point.
 _GUESS = next(m for m in MUTATIONS if m.name.endswith("assumed never sent (entry)"))

@@ -358,6 +358,7 @@ class Relay:
         self.sends_lost = 0
         self.credentials: str | None = None  # "user:secret": a request without them as HTTP Basic gets 401
         self.unauthorized = 0
+        self.methods: dict[str, int] = {}  # JSON-RPC calls relayed, by method
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.2)
         self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
@@ -418,6 +419,7 @@ class Relay:
                     continue
                 if self.mode == "slow":
                     time.sleep(SLOW_S)
+                self._count(body)
                 answer = self._forward(body)
                 if self.mode == "lose_sends" and b"eth_sendRawTransaction" in body:
                     self.sends_lost += 1
@@ -438,6 +440,15 @@ class Relay:
             with self._lock:
                 if client in self._clients:
                     self._clients.remove(client)
+
+    def _count(self, body: bytes) -> None:
+        try:
+            calls = json.loads(body)
+        except ValueError:
+            return
+        for call in calls if isinstance(calls, list) else [calls]:
+            method = str(call.get("method")) if isinstance(call, dict) else "?"
+            self.methods[method] = self.methods.get(method, 0) + 1
 
     def _forward(self, body: bytes) -> bytes:
         with socket.create_connection(self._upstream, timeout=10) as up:

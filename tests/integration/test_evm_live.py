@@ -166,3 +166,25 @@ def test_a_node_behind_user_and_secret_in_the_url_is_reached_with_them_and_the_s
     for path in home.rglob("*"):
         if path.is_file() and path.name != "config.toml":
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_open_positions_are_priced_every_marks_every_s_not_every_step(tmp_path, evm_chain, relay):  # noqa: F811
+    """A mark is a router quote (eth_call) per held token; a live engine steps every 0.2 s, and a quote
+    per step per position would cost a paid node five calls a second each. With an hour's interval,
+    the quotes of the steps after the position opened are none."""
+    from evmkit import make_home
+
+    home = tmp_path / "home"
+    make_home(home, evm_chain, rpc_url=relay.url)
+    (home / "config.toml").write_text((home / "config.toml").read_text() + "marks_every_s = 3600\n")
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}\n')
+    quoted = []
+
+    def opened_then_counted() -> bool:
+        if positions_settled(home, 1) and not quoted:
+            quoted.append(relay.methods.get("eth_call", 0))
+        return bool(quoted)
+
+    run_until(home, signals, opened_then_counted, "the position opened", linger=1.5)  # ~7 steps more
+    assert relay.methods.get("eth_call", 0) == quoted[0], relay.methods

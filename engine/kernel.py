@@ -167,6 +167,13 @@ class Stats:
                 self.denied += 1
 
 
+def due(last: int | None, now: int, every_ms: float) -> bool:
+    """A periodic live job is due `every_ms` after it last ran, or at once if the wall clock went back
+    (an NTP step, a VM resumed): waiting for the clock to catch up would leave orders unread and
+    positions unpriced (no stop-loss) for as long as it was stepped back."""
+    return last is None or now < last or now - last >= every_ms
+
+
 class Engine:
     def __init__(self, settings: Settings, writer: Writer, sequencer: Sequencer, world: World, source,
                  ownership: Ownership | None = None):
@@ -186,10 +193,10 @@ class Engine:
         self.run_id = f"{os.getpid()}-{int(time.time() * 1000)}"
         self.network = "paper"  # where this engine trades (paper | testnet | mainnet): rollout evidence
         self._last_beat: int | None = None
-        self._floors_at = 0
+        self._floors_at: int | None = None
         self._silent: set[str] = set()  # live chains whose node did not answer the last periodic read
         self._marked_at: dict[str, int] = {}  # live: when each chain's open positions were last priced
-        self._swept_at = -(10**15)  # live: when every order in flight was last looked up
+        self._swept_at: int | None = None  # live: when every order in flight was last looked up
         sequencer.subscribe(self.stats.on_events)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()  # live: act now, not at the next poll (a signal line, a command)
@@ -279,12 +286,13 @@ class Engine:
         live = self.world.height is None
         for chain, port in sorted(self.ports.items()):
             if live:  # a live chain is priced every marks_every_s (a router quote per held token), not every step
-                if now - self._marked_at.get(chain, -(10**15)) < self.settings.chains[chain].marks_every_s * 1000:
+                if not due(self._marked_at.get(chain), now, self.settings.chains[chain].marks_every_s * 1000):
                     continue
-                self._marked_at[chain] = now
             held = sorted({p.token for p in self.book.open_positions() if p.chain == chain})
-            if live and not held:
-                continue
+            if live:
+                if not held:
+                    continue  # nothing to price: a position that opens now is priced at once, not an interval later
+                self._marked_at[chain] = now
             try:
                 prices = await port.marks(held)
             except Exception as exc:
@@ -295,9 +303,9 @@ class Engine:
             self._answered(chain)
             if prices:
                 await submit(MarkPrices(chain, tuple(sorted(prices.items())), now))
-        if self.world.height is None and now - self._floors_at >= FLOOR_SYNC_MS:  # live: another hand on our key?
+        if live and due(self._floors_at, now, FLOOR_SYNC_MS):  # live: another hand on our key?
             await self.sync_floors()
-        if not live or now - self._swept_at >= SWEEP_MS:
+        if not live or due(self._swept_at, now, SWEEP_MS):
             self._swept_at = now
             await self.driver.advance_all(self.world.concurrency)
             if self.driver.reconcile_after:

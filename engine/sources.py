@@ -36,7 +36,8 @@ MAX_ID_CHARS = 128
 MAX_TTL_S = 10**9  # about 31 years: longer means "no expiry", and larger numbers only cost
 READ_BYTES = 1 << 20  # per poll: one tick never waits on a huge backlog
 TAIL_BYTES = 64
-WATCH_S = 0.01  # a followed file is looked at this often, off the loop, for a line to read now
+WATCH_S = 0.01  # a followed file is looked at this often, off the loop, while lines keep coming
+IDLE_WATCH_S = 0.05  # and this often once none came for a second: an idle engine's stats cost it little
 MAX_DEPTH = 16  # a signal is one flat object
 
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -416,12 +417,13 @@ class _File:
     def watch(self, notify: Callable[[], None]) -> None:
         """Call `notify` (from a thread of its own) whenever the file at the path changes: grown,
         rewritten or replaced. A regular file gives no wake-up of its own (stdlib has no inotify), so
-        a thread looks at it every WATCH_S: a stat costs microseconds, and the engine's loop stays
+        a thread looks at it: every WATCH_S while lines keep coming, every IDLE_WATCH_S once they
+        stop (the first line after a quiet spell waits at most that), and the engine's loop stays
         asleep until there is something to read."""
         threading.Thread(target=self._watch, args=(notify,), daemon=True, name="botctl-signals-watch").start()
 
     def _watch(self, notify: Callable[[], None]) -> None:
-        seen = None
+        seen, changed = None, time.monotonic()
         while not self._closed:
             try:
                 status = os.stat(self.path)
@@ -429,9 +431,9 @@ class _File:
             except OSError:
                 now = None
             if now != seen:
-                seen = now
+                seen, changed = now, time.monotonic()
                 notify()
-            time.sleep(WATCH_S)
+            time.sleep(WATCH_S if time.monotonic() - changed < 1 else IDLE_WATCH_S)
 
     def read(self) -> list[tuple[int, object]]:
         try:

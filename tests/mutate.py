@@ -326,7 +326,7 @@ MUTATIONS = [
     Mutation(
         "every woken step looks up every order in flight (a burst of signal lines, an RPC storm)",
         "engine/kernel.py",
-        """        if not live or now - self._swept_at >= SWEEP_MS:""",
+        """        if not live or due(self._swept_at, now, SWEEP_MS):""",
         """        if True:  # MUTATION""",
         ("tests/integration/test_evm_live.py::"
          "test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_orders_in_flight_once",),
@@ -334,9 +334,17 @@ MUTATIONS = [
     Mutation(
         "a live chain's open positions are priced at every step, not every marks_every_s",
         "engine/kernel.py",
-        """                if now - self._marked_at.get(chain, -(10**15)) < self.settings.chains[chain].marks_every_s * 1000:""",
+        """                if not due(self._marked_at.get(chain), now, self.settings.chains[chain].marks_every_s * 1000):""",
         """                if False:  # MUTATION""",
         ("tests/integration/test_evm_live.py::test_open_positions_are_priced_every_marks_every_s_not_every_step",),
+    ),
+    Mutation(
+        "a wall clock stepped back stops the sweep until it catches up (orders unread, positions unpriced)",
+        "engine/kernel.py",
+        """    return last is None or now < last or now - last >= every_ms""",
+        """    return last is None or now - last >= every_ms  # MUTATION""",
+        ("tests/integration/test_evm_live.py::"
+         "test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_orders_in_flight_once",),
     ),
 ]
 # The same guess, caught at the exit's crash point.

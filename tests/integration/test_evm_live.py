@@ -100,7 +100,8 @@ async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_or
         live_home, evm_chain, tmp_path, monkeypatch):  # noqa: F811
     """Every line wakes a step, and each step sends what is new; the orders already in flight are
     looked up once per sweep interval, not once per line (fifty receipts read per line would be an
-    RPC storm on a paid node). The engine's clock is held still here: one sweep in all."""
+    RPC storm on a paid node). The engine's clock is held still here: one sweep in all, and one more
+    when the clock steps back."""
     import asyncio
 
     from evmkit import _env, automine
@@ -137,6 +138,14 @@ async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_or
             await asyncio.wait_for(engine.tick(), 30)
         assert sum(1 for o in looked_up if o in in_flight) == 2, looked_up  # each once, in the one sweep
         assert len(engine.book.live_orders()) > 2, "the woken steps sent nothing new"
+
+        # The wall clock steps back a minute (NTP, a VM resumed): the next step sweeps at once, rather
+        # than leave the orders unread (and positions unpriced) until the clock has caught up.
+        monkeypatch.setattr(engine.world, "now_ms", lambda: held - 60_000)
+        with open(signals, "a") as f:
+            f.write('{"id": "b9", "chain": "anvil", "token": "TKB", "size": "1"}\n')
+        await asyncio.wait_for(engine.tick(), 30)
+        assert sum(1 for o in looked_up if o in in_flight) == 4, looked_up
     finally:
         await engine.close()
         automine(evm_chain, True)
@@ -171,8 +180,8 @@ def test_a_node_behind_user_and_secret_in_the_url_is_reached_with_them_and_the_s
 def test_open_positions_are_priced_every_marks_every_s_not_every_step(tmp_path, evm_chain, relay):  # noqa: F811
     """A mark is a router quote (eth_call) per held token; a live engine steps every 0.2 s, and a quote
     per step per position would cost a paid node five calls a second each. With an hour's interval,
-    the quotes of the steps after the position opened are none."""
-    from evmkit import make_home
+    the position is priced as it opens (not an hour later), and never again in the steps after."""
+    from evmkit import book, make_home
 
     home = tmp_path / "home"
     make_home(home, evm_chain, rpc_url=relay.url)
@@ -181,10 +190,11 @@ def test_open_positions_are_priced_every_marks_every_s_not_every_step(tmp_path, 
     signals.write_text('{"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}\n')
     quoted = []
 
-    def opened_then_counted() -> bool:
-        if positions_settled(home, 1) and not quoted:
+    def priced_then_counted() -> bool:  # opened, and priced once at once (not an hour later)
+        if positions_settled(home, 1) and book(home, "SELECT seq FROM journal WHERE kind = 'PricesMarked'") \
+                and not quoted:
             quoted.append(relay.methods.get("eth_call", 0))
         return bool(quoted)
 
-    run_until(home, signals, opened_then_counted, "the position opened", linger=1.5)  # ~7 steps more
+    run_until(home, signals, priced_then_counted, "the position opened and priced", linger=1.5)  # ~7 steps more
     assert relay.methods.get("eth_call", 0) == quoted[0], relay.methods

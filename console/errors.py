@@ -97,8 +97,8 @@ def outcome(exc: BaseException) -> tuple[str, int, bool] | None:
 
     if isinstance(exc, KeystoreError):  # its own exit code: 2 a missing or exposed file, 1 a wrong password
         return str(exc), exc.code, False
-    if isinstance(exc, SettingsError):
-        return str(exc), 2, False
+    if isinstance(exc, SettingsError):  # 2 a setting to fix; 1 a node that did not answer (Unreachable)
+        return str(exc), exc.code, False
     known = failure(exc)  # a StorageError, or an sqlite3/OS error raised outside storage's own calls
     if known is not None:
         return str(known), known.code, known is not exc or exc.__cause__ is not None

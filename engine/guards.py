@@ -198,21 +198,21 @@ async def check_live(settings) -> dict[str, Network]:
     what each chain's endpoint says it is."""
     import asyncio
 
-    from engine.settings import SettingsError
+    from engine.settings import SettingsError, Unreachable
     from engine.stages import stage
 
     current = stage(settings.profile)
     if not settings.chains:
         raise SettingsError("mode live needs chains: configure [chains.<name>] (see .env.example), "
                             "or run paper (--profile paper)")
-    found, problems = await asyncio.to_thread(probe_all, settings)
-    problems += network_problems(current, found, {n: c.chain_id for n, c in settings.chains.items()})
+    found, unreachable = await asyncio.to_thread(probe_all, settings)
+    problems = unreachable + network_problems(current, found, {n: c.chain_id for n, c in settings.chains.items()})
     keys = {name: key_problem(settings.home, chain) for name, chain in settings.chains.items()}
     if not problems:  # a network the stage forbids already says why; then funds and keys
         problems += live_problems(current, settings, found, keys)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise SettingsError(problems[0] + more)
+        raise (Unreachable if unreachable else SettingsError)(problems[0] + more)
     return found
 
 

@@ -50,6 +50,16 @@ ENVIRONMENT_ONLY = tuple(name for name, where in NOT_SETTINGS.items() if where =
 class SettingsError(Exception):
     """A configuration problem: exit 2 with this message."""
 
+    code = 2
+
+
+class Unreachable(SettingsError):
+    """A live start that could not reach a chain's node: a failure (exit 1), which the same command
+    may get past later, not a setting to fix (2). A close refused for it is refused like any other:
+    a script that retries on 1 retries it."""
+
+    code = 1
+
 
 class ChainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -212,7 +212,7 @@ class BotctlApp(App):
         try:
             self.engine = await build(self.settings, self.signals, command="botctl tui")
         except (OwnerBusy, VenueError, FileNotFoundError, SettingsError, InsecureHome, StorageError) as exc:
-            self._fail(str(exc), 2 if isinstance(exc, (SettingsError, InsecureHome)) else 1)
+            self._fail(str(exc), exc.code if isinstance(exc, (SettingsError, InsecureHome)) else 1)
             return
         except Exception as exc:  # a bug: one line for the operator, the traceback in the log
             log.exception("engine build failed")

@@ -30,6 +30,7 @@ from evmkit import (  # noqa: E501, F401
 )
 
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
+from clikit import one_error_line
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +58,14 @@ def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_
         assert f"position {position['id']} holds TKA, which is not in tokens any more" in refused.stderr
     config.write_text(listed)
     relay.set("down")
+
+    # A close needs the chain: refused like any close that did not happen (exit 1, which a script
+    # retries), not as a setting to fix (2); nothing is queued to run behind the operator's back.
+    for refused in (botctl(home, "close", str(position["id"]), "--yes"), botctl(home, "run", "--duration", "1")):
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "unreachable" in one_error_line(refused), refused.stderr
+    assert book(home, "SELECT count(*) FROM inbox WHERE state IN ('pending', 'taken')") == [(0,)]
+    assert book_json(home, "positions")[0]["state"] == "open"
 
     paused = botctl(home, "pause")
     assert paused.returncode == 0 and "trading active -> reducing" in paused.stdout, paused.stderr

@@ -273,7 +273,9 @@ MUTATIONS = [
         "engine/core/exits.py",
         """    if position.state != "open" or position.exit_attempts >= MAX_EXIT_ATTEMPTS:""",
         """    if position.state != "open":  # MUTATION""",
-        ("tests/unit/engine/test_exit_rules.py::test_an_automatic_exit_that_used_up_its_attempts_is_not_started_again",),
+        ("tests/unit/engine/test_exit_rules.py::test_an_automatic_exit_that_used_up_its_attempts_is_not_started_again",
+         "tests/cli/test_operator_hardening.py::"
+         "test_an_automatic_exit_the_node_keeps_refusing_stops_after_its_budget_and_waits_for_the_operator"),
     ),
     Mutation(
         "a nonce taken with no receipt of ours is another's at once (a lagging receipt releases funds)",

@@ -287,3 +287,24 @@ def test_a_sender_that_cannot_withdraw_says_its_command_may_still_run(stopped_en
     assert code == 1 and "could not be withdrawn" in err and "may still run" in err, (code, err)
     assert "for over 2s" in err, err  # BOTCTL_LOCK_WAIT_S, not the default 10 s
     assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_an_automatic_exit_the_node_keeps_refusing_stops_after_its_budget_and_waits_for_the_operator(traded):
+    """Every position is past its max hold and the node refuses every broadcast: each automatic exit
+    is tried MAX_EXIT_ATTEMPTS times and then left to the operator, not retried for ever (gas, and a
+    book that grows by an order a block)."""
+    from engine.core.book import MAX_EXIT_ATTEMPTS
+
+    home = traded
+    ids = open_ids(home)
+    result = cli(home, "run", "--duration", "600", BOTCTL_MAX_HOLD_S="1", **REFUSE_ALL)
+    assert result.returncode == 0, result.stderr
+    tried = dict(rows(home, "SELECT position_id, count(*) FROM orders WHERE intent = 'exit' GROUP BY position_id"))
+    assert set(tried) == set(ids), tried  # every one was due and tried
+    assert all(count <= MAX_EXIT_ATTEMPTS for count in tried.values()), tried
+    assert sorted(open_ids(home)) == sorted(ids), "still open, for the operator"
+    again = cli(home, "run", "--duration", "300", BOTCTL_MAX_HOLD_S="1", **REFUSE_ALL)
+    assert again.returncode == 0, again.stderr
+    assert dict(rows(home, "SELECT position_id, count(*) FROM orders WHERE intent = 'exit' GROUP BY position_id")) \
+        == tried, "a restart does not start the budget again"
+    audit_clean(home)

@@ -198,3 +198,50 @@ def test_open_positions_are_priced_every_marks_every_s_not_every_step(tmp_path, 
 
     run_until(home, signals, priced_then_counted, "the position opened and priced", linger=1.5)  # ~7 steps more
     assert relay.methods.get("eth_call", 0) == quoted[0], relay.methods
+
+
+@pytest.mark.asyncio
+async def test_the_nonces_panel_shows_each_transactions_fees_and_its_replacement(  # noqa: F811
+        live_home, evm_chain, tmp_path, monkeypatch):  # noqa: F811
+    """The console as `botctl tui` builds it, over a live engine on anvil with mining paused: the
+    Nonces panel shows the chain's count, each transaction in flight at its nonce with the fees of
+    its current attempt in gwei, and how many attempts a stuck one took (replaced with fees +10%)."""
+    import asyncio
+
+    from evmkit import _env, automine
+
+    from console.tui.app import BotctlApp
+    from engine.kernel import build
+    from engine.settings import load_settings
+    from engine.venues.evm.fees import format_gwei
+
+    home, address = live_home
+    for name, value in _env(home, {}).items():
+        monkeypatch.setenv(name, value)
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text('{"id": "n1", "chain": "anvil", "token": "TKA", "size": "10"}\n')
+    automine(evm_chain, False)
+    engine = await build(load_settings(), str(signals))
+    try:
+        engine.world.poll_s = 0.05
+        engine.executors["anvil"].stuck_after_ms = 0  # not mined at the first look: replaced
+        for _ in range(200):
+            await asyncio.wait_for(engine.tick(), 30)
+            replaced = [o for o in engine.book.live_orders() if len(o.all_attempts()) >= 2]
+            if replaced:
+                break
+        assert replaced, [(o.id, o.state, len(o.all_attempts())) for o in engine.book.live_orders()]
+        engine.executors["anvil"].stuck_after_ms = 10**9
+        order = replaced[0]
+        last = order.all_attempts()[-1]
+        app = BotctlApp(engine=engine, run_engine=False)
+        async with app.run_test(size=(130, 40)):
+            await app.sync()
+            shown = str(app.nonces.body.render())
+        assert address[:6] in shown or address.lower()[:6] in shown.lower(), shown
+        assert f"n{order.nonce} " in shown, shown
+        assert f"{format_gwei(last.max_fee)}/{format_gwei(last.tip)} gwei" in shown, shown
+        assert f"×{len(order.all_attempts())}" in shown, shown
+    finally:
+        await engine.close()
+        automine(evm_chain, True)

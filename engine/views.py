@@ -126,13 +126,14 @@ async def status(db: Path, policy: Policy) -> dict:
         view["open_value"] += value
         view["unrealized_pnl"] += value - cost
     chains: dict[str, dict] = {}
-    equity: list[tuple[int, int]] = []
+    equity: list[tuple[int, int]] = []  # in USD: a chain whose quote is its coin counts it at its quote_usd
     for name, view in units.items():
         spec = policy.chains.get(name)
         qd, nd = (spec.quote_decimals, spec.native_decimals) if spec else (_qd(policy, name), 0)
         chains[name] = {field: from_units(view[field], qd if field in _QUOTE_FIELDS else nd)
                         for field in _QUOTE_FIELDS + _NATIVE_FIELDS}
-        equity.append((view["cash"] + view["reserved"] + view["open_value"], qd))
+        usd, scale = _scaled(spec.quote_usd if spec else Decimal(1))
+        equity.append(((view["cash"] + view["reserved"] + view["open_value"]) * usd, qd + scale))
     return {
         "trading_state": meta.get("trading_state", "active"),
         "consecutive_losses": int(meta.get("consecutive_losses", 0)),
@@ -146,6 +147,14 @@ async def status(db: Path, policy: Policy) -> dict:
         "chains": chains,
         "equity": sum_units(equity),
     }
+
+
+def _scaled(value: Decimal) -> tuple[int, int]:
+    """`value` as (integer, decimals): units times it stay exact integers (a wei balance times a
+    price would round at Decimal's 28 digits)."""
+    sign, digits, exponent = value.normalize().as_tuple()
+    whole = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+    return (whole * 10 ** exponent, 0) if exponent >= 0 else (whole, -exponent)
 
 
 def sum_units(amounts: list[tuple[int, int]]) -> Decimal:

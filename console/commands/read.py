@@ -58,7 +58,7 @@ def status(json_out: bool = JSON) -> None:
              money(c["unrealized_pnl"]), plain(c["network_fees"])] for name, c in data["chains"].items()]
     table("Chains (quote units)", ["chain", "cash", "reserved", "open value", "realized pnl", "unrealized pnl",
                                    "network fees (native)"], rows, {1, 2, 3, 4, 5, 6})
-    print(f"equity {money(data['equity'])}")
+    print(f"equity {money(data['equity'])} USD (each chain's quote at its quote_usd)")
 
 
 def positions(all_: bool = typer.Option(False, "--all", help="Include closed positions."),

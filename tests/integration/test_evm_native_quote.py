@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 
 import pytest
 from evmkit import book, botctl, live_home, positions_settled, run_until, transactions_from  # noqa: F401 (fixture)
@@ -34,7 +35,9 @@ def test_a_chain_whose_quote_is_its_coin_opens_and_closes_positions_through_weth
     positions = json.loads(botctl(home, "positions", "--json").stdout)
     assert [(p["token"], p["cost"]) for p in positions] == [("TKA", "2")], positions
     status = json.loads(botctl(home, "status", "--json").stdout)
-    assert status, status
+    anvil = status["chains"]["anvil"]  # in ETH, the quote; equity in USD, at the configured 40 a coin
+    held = Decimal(anvil["cash"]) + Decimal(anvil["reserved"]) + Decimal(anvil["open_value"])
+    assert Decimal(status["equity"]) == held * 40 and held > 0, status
     closed = botctl(home, "close", "--all", "--yes")
     assert closed.returncode == 0, closed.stderr + closed.stdout
     assert json.loads(botctl(home, "positions", "--json").stdout) == []

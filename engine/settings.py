@@ -421,7 +421,22 @@ def _first(name: str, flags: dict, dotenv: dict) -> str | None:
     return None
 
 
-def _validation_message(exc: ValidationError) -> str:
+def _named(loc: tuple, env: set[str], config: dict, config_file: Path | None) -> str:
+    """Where the operator set the value at `loc`: its variable in the environment or .env (which win),
+    else its key in config.toml, named as written there; else (a profile's value) the variable."""
+    name = _env_name(loc)
+    if name in env or config_file is None:
+        return name
+    node: Any = config
+    for part in map(str, loc):
+        if not isinstance(node, dict) or part not in node:
+            return name
+        node = node[part]
+    return f"{config_file}: {'.'.join(map(str, loc))}"
+
+
+def _validation_message(exc: ValidationError, env: set[str] = frozenset(), config: dict | None = None,
+                        config_file: Path | None = None) -> str:
     first = exc.errors()[0]
     loc = tuple(first.get("loc", ()))
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
@@ -439,7 +454,7 @@ def _validation_message(exc: ValidationError) -> str:
             near = _nearest(str(loc[-1]), list(model.model_fields))
             if near:
                 message = f"not a setting (did you mean {_env_name(loc[:-1] + (near,))}?)"
-    return f"{_env_name(loc)}: {message}{more}"
+    return f"{_named(loc, env, config or {}, config_file)}: {message}{more}"
 
 
 def load_settings(check: bool = True, **flags: Any) -> Settings:
@@ -472,7 +487,7 @@ def load_settings(check: bool = True, **flags: Any) -> Settings:
     flags["home"], flags["profile"] = home, profile
     profile_file = profile_path(profile)
     config_file = home / CONFIG_NAME
-    _read_config(config_file)
+    config = _read_config(config_file)
 
     class _Sourced(Settings):
         @classmethod
@@ -500,6 +515,7 @@ def load_settings(check: bool = True, **flags: Any) -> Settings:
     except StageError as exc:
         raise SettingsError(str(exc)) from None
     except ValidationError as exc:
-        raise SettingsError(_validation_message(exc)) from None
+        given = {key.upper() for key in (*os.environ, *dotenv)}
+        raise SettingsError(_validation_message(exc, given, config, config_file)) from None
     except (OSError, ValueError) as exc:  # a TOML file that does not parse
         raise SettingsError(f"cannot read settings: {exc}") from None

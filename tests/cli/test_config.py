@@ -134,7 +134,11 @@ def test_reveal_only_on_a_terminal(botctl, home):
     ("", "BOTCTL_DEBUG=1\n", [".env line 1: BOTCTL_DEBUG is read from the environment only"]),
     ('min_position_usd = "20"\nmax_position_usd = "10"\n', "",
      ["BOTCTL_MIN_POSITION_USD=20 is above BOTCTL_MAX_POSITION_USD=10"]),
-    ('[paper]\ndeposit_usd = "0.0000001"\n', "", ["BOTCTL_PAPER__DEPOSIT_USD", "the deposit would be 0"]),
+    ('[paper]\ndeposit_usd = "0.0000001"\n', "", ["config.toml: paper.deposit_usd:", "the deposit would be 0"]),
+    ('max_slippage_bps = "abc"\n', "", ["config.toml: max_slippage_bps: Input should be a valid integer"]),
+    ('[chains.x]\nkind = "evm"\nconfirmations = 5000\n', "",
+     ["config.toml: chains.x.confirmations: Input should be less than or equal to 1000"]),
+    ('max_slippage_bps = 80\n', "BOTCTL_MAX_SLIPPAGE_BPS=abc\n", ["BOTCTL_MAX_SLIPPAGE_BPS: Input should be"]),
     ("", "BOTCTL_PAPER__NATIVE_DEPOSIT=0.0000000001\n", ["BOTCTL_PAPER__NATIVE_DEPOSIT",
                                                         "the deposit would be 0"]),
 ])

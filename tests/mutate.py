@@ -348,6 +348,22 @@ MUTATIONS = [
         ("tests/integration/test_evm_live.py::"
          "test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_orders_in_flight_once",),
     ),
+    Mutation(
+        "a pooled transaction is read at every look-up, new block or not (three reads an order, five times a second)",
+        "engine/venues/evm/executor.py",
+        """        if last is not None and last[0] == head and time.monotonic() - last[1] < self.lookup_every_s:""",
+        """        if False:  # MUTATION""",
+        ("tests/integration/test_evm_executor.py::"
+         "test_a_pending_transaction_is_read_again_on_a_new_block_not_at_every_look_up",),
+    ),
+    Mutation(
+        "a pending transaction is read again only on a new block (a drop with no block goes unseen)",
+        "engine/venues/evm/executor.py",
+        """        if last is not None and last[0] == head and time.monotonic() - last[1] < self.lookup_every_s:""",
+        """        if last is not None and last[0] == head:  # MUTATION""",
+        ("tests/integration/test_evm_executor.py::"
+         "test_a_pending_transaction_is_read_again_on_a_new_block_not_at_every_look_up",),
+    ),
 ]
 # The same guess, caught at the exit's crash point.
 _GUESS = next(m for m in MUTATIONS if m.name.endswith("assumed never sent (entry)"))

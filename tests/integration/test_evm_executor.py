@@ -59,6 +59,13 @@ def settings_for(evm_chain, home, *, quote="USDC", tokens=("TKA", "TKB"), confir
         "confirmations": confirmations}})
 
 
+@pytest.fixture(autouse=True)
+def every_look_up_reads(monkeypatch):
+    """These tests change the chain between two look-ups without always mining (a drop, a revert) and
+    ask what a read says: every look-up reads. The pacing on new blocks has its own test."""
+    monkeypatch.setattr(EvmExecutor, "lookup_every_s", 0)
+
+
 @pytest.fixture
 async def live(evm_chain, home, monkeypatch, tmp_path):  # noqa: F811
     """`world, port = await live(quote=..., tokens=..., confirmations=...)`: opened through the
@@ -275,6 +282,44 @@ async def test_pooled_is_pending_dropped_is_missing_and_a_nonce_taken_by_another
     gone = await ex.lookup(noop)
     assert (gone.status, gone.reason) == ("expired", "nonce taken by another transaction")
     assert (await ex.lookup(other)).status == "filled"
+
+
+async def test_a_pending_transaction_is_read_again_on_a_new_block_not_at_every_look_up(evm_chain, live):  # noqa: F811
+    """A receipt can only come with a block: while the node mines nothing, the engine's look-ups of a
+    pooled transaction (five a second each) cost one head read, not three reads an order; a new
+    block, or LOOKUP_EVERY_S without one (a drop, a reorg back to the same height), reads it again."""
+    from engine.venues.evm.executor import HEAD_FRESH_S
+
+    world, port = await live()
+    ex, n = port.executor, nonce_of(evm_chain)
+    ex.lookup_every_s = 60
+    reads = []
+    receipt = port.client.receipt
+
+    async def counted(tx_hash):
+        reads.append(tx_hash)
+        return await receipt(tx_hash)
+
+    port.client.receipt = counted
+    evm_chain.rpc("evm_setAutomine", [False])
+    noop = await sent(port, await signed(port, order(port, "noop", "", 0, n)), pooled=True)
+    assert (await ex.lookup(noop)).status == "pending" and len(reads) == 1
+    for _ in range(5):
+        assert (await ex.lookup(noop)).status == "pending"
+    assert len(reads) == 1, "read again with no new block"
+    evm_chain.rpc("evm_mine")
+    await asyncio.sleep(HEAD_FRESH_S * 1.5)  # the head read is shared for one engine step
+    assert (await ex.lookup(noop)).status == "filled" and len(reads) == 2
+
+    ex.lookup_every_s = 0.3
+    other = await sent(port, await signed(port, order(port, "noop", "", 0, n + 1)), pooled=True)
+    evm_chain.rpc("anvil_dropTransaction", [other.tx_id])
+    assert (await ex.lookup(other)).status == "missing"  # a first read is never skipped
+    other = await sent(port, other, pooled=True)
+    assert (await ex.lookup(other)).status == "pending"
+    evm_chain.rpc("anvil_dropTransaction", [other.tx_id])
+    await asyncio.sleep(0.4)
+    assert (await ex.lookup(other)).status == "missing", "no block for a while: read again all the same"
 
 
 async def test_a_receipt_is_final_only_after_the_configured_confirmations(evm_chain, live):  # noqa: F811

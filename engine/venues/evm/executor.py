@@ -39,6 +39,8 @@ APPROVE_GAS = 70_000
 NOOP_GAS = swaps.CANCEL_GAS  # a plain transfer to ourselves: 21,000 exactly
 EXPIRE_AFTER_BLOCKS = 5  # blocks our nonce stays taken with no receipt of ours before it is another's
 FEES_FRESH_S = 0.2  # a fee read serves every order signed within one engine step
+HEAD_FRESH_S = 0.2  # a read of the chain's head serves every look-up within one engine step
+LOOKUP_EVERY_S = 2.0  # a pending transaction is read again on each new block, and at least this often
 DEADLINE_S = 600  # a swap's deadline: it bounds the price we accept, not the nonce
 
 
@@ -55,6 +57,8 @@ class EvmExecutor:
         self.confirmations = confirmations
         self._gone_since: dict[int, int] = {}  # order id -> head when its nonce was first seen taken, no receipt
         self._fee_read: tuple[float, object] | None = None  # (when, the shared read of the fees)
+        self._head_read: tuple[float, object] | None = None  # (when, the shared read of the head)
+        self._pending_at: dict[tuple[int, str], tuple[int, float]] = {}  # (order, tx) -> (head, when) read pending
         self.deadline_s = deadline_s
         self.clock = clock
         # A cancellation clears a stuck nonce knowingly: it has a cap of its own, above the trades'.
@@ -236,6 +240,36 @@ class EvmExecutor:
         never mistaken for another's. Any read that fails raises."""
         if order.tx_id is None:
             raise ValueError(f"order {order.id} has no transaction to look up")
+        if self.lookup_every_s <= 0:
+            return await self._look_up(order)
+        key = (order.id, order.tx_id)
+        head = await self._head()
+        last = self._pending_at.get(key)
+        if last is not None and last[0] == head and time.monotonic() - last[1] < self.lookup_every_s:
+            return Outcome("pending")  # no block since it was read pending: nothing it could show has changed
+        outcome = await self._look_up(order)
+        if outcome.status == "pending":
+            if len(self._pending_at) > 4096:  # attempts replaced long ago; a cache, not a record
+                self._pending_at.clear()
+            self._pending_at[key] = (head, time.monotonic())
+        else:
+            self._pending_at.pop(key, None)
+        return outcome
+
+    async def _head(self) -> int:
+        """The chain's block number, one read shared by the look-ups of one engine step: a receipt
+        can only appear with a new block, so a pending transaction is read again when one came (or
+        every LOOKUP_EVERY_S, for a node that mined nothing, or a reorg back to the same height)."""
+        import asyncio
+
+        now = time.monotonic()
+        read = self._head_read
+        failed = read is not None and read[1].done() and (read[1].cancelled() or read[1].exception() is not None)
+        if read is None or failed or now - read[0] > HEAD_FRESH_S:
+            self._head_read = (now, asyncio.ensure_future(self.client.block_number()))
+        return await asyncio.shield(self._head_read[1])
+
+    async def _look_up(self, order: Order) -> Outcome:
         attempts = order.all_attempts()  # a replaced or cancelled order: any attempt may be the one mined
         found = await self._mined(attempts)
         if found is None:
@@ -289,6 +323,7 @@ class EvmExecutor:
     # ------------------------------------------------------------------ stuck transactions
 
     stuck_after_ms: int | None = 60_000  # not mined this long after its last attempt: replace it
+    lookup_every_s = LOOKUP_EVERY_S  # 0: read the chain at every look-up, new block or not
     look_up_after_send = True  # the driver asks for the receipt right after a send (engine/driver.py)
 
     async def replace(self, order: Order) -> Signed | None:

@@ -118,6 +118,18 @@ def _env(home: Path, extra: dict) -> dict:
     return env_for(home, **{"BOTCTL_PROFILE": "testnet", "BOTCTL_EVM_PASSWORD": PASSWORD, **extra})
 
 
+async def live_engine(home: Path, monkeypatch, signals: Path, **extra: str):
+    """The engine `botctl run --signals SIGNALS` builds, built in this process for a test that drives
+    its steps, with the environment the CLI tests give botctl (set through monkeypatch). The caller
+    closes it."""
+    from engine.kernel import build
+    from engine.settings import load_settings
+
+    for name, value in _env(home, extra).items():
+        monkeypatch.setenv(name, value)
+    return await build(load_settings(), str(signals))
+
+
 def wait_for(check, timeout: float, what: str, every: float = 0.05):
     """Polls `check()` until it returns something true; fails the test naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout

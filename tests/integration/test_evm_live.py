@@ -53,18 +53,14 @@ async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not
     would time out."""
     import asyncio
 
-    from evmkit import _env
+    from evmkit import live_engine
 
     from engine import inbox
-    from engine.kernel import build
-    from engine.settings import load_settings
 
     home, _address = live_home
-    for name, value in _env(home, {}).items():
-        monkeypatch.setenv(name, value)
     signals = tmp_path / "signals.jsonl"
     signals.write_text("")
-    engine = await build(load_settings(), str(signals))
+    engine = await live_engine(home, monkeypatch, signals)
     db = home / "botctl.db"
     try:
         engine.world.poll_s = 3600
@@ -104,18 +100,13 @@ async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_or
     when the clock steps back."""
     import asyncio
 
-    from evmkit import _env, automine
-
-    from engine.kernel import build
-    from engine.settings import load_settings
+    from evmkit import automine, live_engine
 
     home, _address = live_home
-    for name, value in _env(home, {"BOTCTL_COOLDOWN_S": "0"}).items():
-        monkeypatch.setenv(name, value)
     signals = tmp_path / "signals.jsonl"
     signals.write_text('{"id": "b0", "chain": "anvil", "token": "TKA", "size": "10"}\n')
     automine(evm_chain, False)
-    engine = await build(load_settings(), str(signals))
+    engine = await live_engine(home, monkeypatch, signals, BOTCTL_COOLDOWN_S="0")
     try:
         engine.world.poll_s = 3600
         await asyncio.wait_for(engine.tick(), 30)  # the first line: its approve and swap sent, pending
@@ -208,20 +199,16 @@ async def test_the_nonces_panel_shows_each_transactions_fees_and_its_replacement
     its current attempt in gwei, and how many attempts a stuck one took (replaced with fees +10%)."""
     import asyncio
 
-    from evmkit import _env, automine
+    from evmkit import automine, live_engine
 
     from console.tui.app import BotctlApp
-    from engine.kernel import build
-    from engine.settings import load_settings
     from engine.venues.evm.fees import format_gwei
 
     home, address = live_home
-    for name, value in _env(home, {}).items():
-        monkeypatch.setenv(name, value)
     signals = tmp_path / "signals.jsonl"
     signals.write_text('{"id": "n1", "chain": "anvil", "token": "TKA", "size": "10"}\n')
     automine(evm_chain, False)
-    engine = await build(load_settings(), str(signals))
+    engine = await live_engine(home, monkeypatch, signals)
     try:
         engine.world.poll_s = 0.05
         engine.executors["anvil"].stuck_after_ms = 0  # not mined at the first look: replaced

@@ -34,6 +34,7 @@ from engine.core.messages import (
     RecordUnknown,
     ReplaceSubmission,
 )
+from engine.redact import said
 from engine.sequencer import Sequencer
 from engine.venues.port import Accepted, Executor, ExecutorError, Quote, Rejected, Unknown
 
@@ -141,7 +142,7 @@ class OrderDriver:
         try:
             sent = await executor.broadcast(order)
         except Exception as exc:  # trouble nobody classified, after the bytes may have left
-            sent = Unknown(f"broadcast error: {exc}", unexplained=True)
+            sent = Unknown(f"broadcast error: {said(exc)}", unexplained=True)
         self.crash(f"after_broadcast:{order.intent}")
         if isinstance(sent, Accepted):
             if self._refused.pop(order.chain, 0):  # the node takes transactions again: nobody waits
@@ -169,8 +170,8 @@ class OrderDriver:
         try:
             outcome = await executor.lookup(order)
         except Exception as exc:
-            log.warning("order %s: lookup failed, still unknown: %s", order.id, exc)
-            return f"unknown: lookup failed: {exc}"
+            log.warning("order %s: lookup failed, still unknown: %s", order.id, said(exc))
+            return f"unknown: lookup failed: {said(exc)}"
         if outcome.status == "filled":
             self.crash(f"before_fill_commit:{order.intent}")
             await submit(RecordFill(order.id, outcome.amount_in, outcome.amount_out, outcome.fee,
@@ -206,7 +207,7 @@ class OrderDriver:
         try:
             sent = await executor.broadcast(current)
         except Exception as exc:  # the earlier attempts stand; the next look-up decides
-            sent = Unknown(f"broadcast error: {exc}")
+            sent = Unknown(f"broadcast error: {said(exc)}")
         what = "cancelled" if cancel else "replaced"
         log.info("order %s: %s at nonce %s with %s (%s)", order.id, what, order.nonce, signed.tx_id,
                  type(sent).__name__)

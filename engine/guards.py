@@ -127,8 +127,13 @@ def _rpc(url: str, method: str, timeout: float, params: list | None = None) -> o
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator's endpoint)
         reply = json.loads(response.read())
     if "error" in reply:
-        raise ValueError(reply["error"].get("message", "error"))
+        error = reply["error"]
+        raise RpcError(str(error.get("message", "error") if isinstance(error, dict) else error))
     return reply["result"]
+
+
+class RpcError(ValueError):
+    """The endpoint answered, with a JSON-RPC error (a rate limit, a method it does not serve)."""
 
 
 def probe(chain, timeout: float = 5.0) -> Network:
@@ -172,6 +177,10 @@ def _why(exc: BaseException) -> str:
     text (refused, timed out, unknown host), else only the kind of error."""
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code}"
+    if isinstance(exc, RpcError):
+        from engine.redact import scrub
+
+        return f"it answered {scrub(str(exc))!r}"
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, OSError) and reason.strerror:
         return reason.strerror
@@ -206,13 +215,14 @@ async def check_live(settings) -> dict[str, Network]:
         raise SettingsError("mode live needs chains: configure [chains.<name>] (see .env.example), "
                             "or run paper (--profile paper)")
     found, unreachable = await asyncio.to_thread(probe_all, settings)
-    problems = unreachable + network_problems(current, found, {n: c.chain_id for n, c in settings.chains.items()})
+    # a setting that is wrong first (exit 2): a node that did not answer (1) must not hide it
+    problems = network_problems(current, found, {n: c.chain_id for n, c in settings.chains.items()}) + unreachable
     keys = {name: key_problem(settings.home, chain) for name, chain in settings.chains.items()}
     if not problems:  # a network the stage forbids already says why; then funds and keys
         problems += live_problems(current, settings, found, keys)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise (Unreachable if unreachable else SettingsError)(problems[0] + more)
+        raise (Unreachable if problems[0] in unreachable else SettingsError)(problems[0] + more)
     return found
 
 

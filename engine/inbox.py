@@ -27,6 +27,7 @@ from pathlib import Path
 
 from engine.core.messages import AnswerInbox, FromInbox
 from engine.core.operator import COMMANDS, needs_venue, outcome, plan
+from engine.redact import said
 from engine.sequencer import SequencerStopped
 from storage import StorageError
 
@@ -194,7 +195,7 @@ async def _fees(engine) -> dict[str, int | str]:
         try:
             fees[name] = await executor.fee_reserve()
         except Exception as exc:
-            fees[name] = f"its network fee cannot be priced now ({type(exc).__name__}: {exc})"
+            fees[name] = f"its network fee cannot be priced now ({said(exc)})"
     return fees
 
 
@@ -300,7 +301,7 @@ class InboxPoller:
             raise
         except Exception as exc:  # never leave a row taken and unanswered behind a bug
             log.exception("inbox row %s (%s) failed", ident, command)
-            await self._answer(ident, "failed", f"{type(exc).__name__}: {exc}", sender)
+            await self._answer(ident, "failed", said(exc), sender)
 
     async def _answer(self, ident: int, state: str, refused: str, sender: str = "") -> None:
         answer = {"ok": [], "refused": [refused], "closing": []}
@@ -316,7 +317,7 @@ class InboxPoller:
                 args = await promotion_args(engine, args)
         except Exception as exc:  # the evidence could not be measured: answer, never block the rows behind
             log.exception("measuring the promotion evidence failed")
-            await self._answer(ident, "failed", f"could not measure the evidence: {type(exc).__name__}: {exc}",
+            await self._answer(ident, "failed", f"could not measure the evidence: {said(exc)}",
                                sender)
             return
         try:

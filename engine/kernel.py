@@ -38,11 +38,12 @@ from engine.core.messages import (
 from engine.core.reconcile import unlisted_holdings
 from engine.driver import OrderDriver
 from engine.persist import load_book
+from engine.redact import said
 from engine.sequencer import Sequencer
-from engine.settings import Settings, SettingsError
+from engine.settings import Settings, SettingsError, Unreachable
 from engine.sources import JsonlSource
 from engine.stages import stages as shipped_stages
-from engine.venues.port import VenueError, World
+from engine.venues.port import VenueError, VenueUnreachable, World
 from storage import Writer, ensure_home
 from storage.owner import Ownership, acquire
 
@@ -364,8 +365,7 @@ class Engine:
         Orders in flight keep their funds held; everything settles when it answers again."""
         if chain not in self._silent:
             self._silent.add(chain)
-            log.warning("chain %s: %s failed (%s: %s); retried every tick, funds stay held", chain, what,
-                        type(exc).__name__, exc)
+            log.warning("chain %s: %s failed (%s); retried every tick, funds stay held", chain, what, said(exc))
 
     def _answered(self, chain: str) -> None:
         if chain in self._silent:
@@ -430,7 +430,7 @@ class Engine:
             except Exception as exc:
                 log.exception("tick failed; stopping")
                 raise EngineFailed(
-                    f"engine stopped: {type(exc).__name__}: {exc} (nothing was half-written: the book is as of "
+                    f"engine stopped: {said(exc)} (nothing was half-written: the book is as of "
                     "the last commit; fix the cause and start again to reconcile and continue)") from exc
             ticks += 1
             if on_tick is not None:
@@ -479,6 +479,8 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
 
     try:
         market = market or await load_markets(settings)
+    except VenueUnreachable as exc:
+        raise Unreachable(str(exc)) from None
     except VenueError as exc:
         raise SettingsError(str(exc)) from None
     policy = policy_for(settings, market, stages, network)
@@ -502,6 +504,8 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
             met = "genesis:" if settings.mode == "paper" else "opening:"
             world = await open_world(settings, home, market,
                                      must_exist=any(str(ref).startswith(met) for ref, _ in book.deposits.items()))
+        except VenueUnreachable as exc:
+            raise Unreachable(str(exc)) from None
         except VenueError as exc:
             raise SettingsError(str(exc)) from None
     except BaseException:

@@ -425,14 +425,21 @@ def _named(loc: tuple, env: set[str], config: dict, config_file: Path | None) ->
     """Where the operator set the value at `loc`: its variable in the environment or .env (which win),
     else its key in config.toml, named as written there; else (a profile's value) the variable."""
     name = _env_name(loc)
-    if name in env or config_file is None:
+    for held in range(1, len(loc) + 1):  # the value itself, or a table given whole (BOTCTL_CHAINS='{...}')
+        if _env_name(loc[:held]) in env:
+            return name if held == len(loc) else f"{_env_name(loc[:held])} (at {'.'.join(map(str, loc[held:]))})"
+    if config_file is None:
         return name
     node: Any = config
-    for part in map(str, loc):
-        if not isinstance(node, dict) or part not in node:
+    key = ""
+    for part in loc:
+        if isinstance(node, dict) and str(part) in node:
+            node, key = node[str(part)], f"{key}.{part}" if key else str(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node, key = node[part], f"{key}[{part}]"
+        else:
             return name
-        node = node[part]
-    return f"{config_file}: {'.'.join(map(str, loc))}"
+    return f"{config_file}: {key}"
 
 
 def _validation_message(exc: ValidationError, env: set[str] = frozenset(), config: dict | None = None,

@@ -364,6 +364,16 @@ MUTATIONS = [
         ("tests/integration/test_evm_executor.py::"
          "test_a_pending_transaction_is_read_again_on_a_new_block_not_at_every_look_up",),
     ),
+    Mutation(
+        "a node that will not say its head stops every fill (the look-up needs the head first)",
+        "engine/venues/evm/executor.py",
+        """        except Exception:  # a node that will not say its head may still answer for the transaction
+            return await self._look_up(order)""",
+        """        except Exception:  # MUTATION
+            raise""",
+        ("tests/integration/test_evm_executor.py::"
+         "test_a_pending_transaction_is_read_again_on_a_new_block_not_at_every_look_up",),
+    ),
 ]
 # The same guess, caught at the exit's crash point.
 _GUESS = next(m for m in MUTATIONS if m.name.endswith("assumed never sent (entry)"))

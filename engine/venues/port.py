@@ -44,6 +44,11 @@ class VenueError(Exception):
     chain): the engine does not start, and says why in one line."""
 
 
+class VenueUnreachable(VenueError):
+    """The venue's node did not answer (refused, timed out, rate-limited): the engine does not start,
+    and the same command may get past it later, unlike a setting that is wrong."""
+
+
 class ExecutorError(Exception):
     """A definite failure before anything was signed or sent (safe to abandon the order)."""
 

@@ -139,6 +139,10 @@ def test_reveal_only_on_a_terminal(botctl, home):
     ('[chains.x]\nkind = "evm"\nconfirmations = 5000\n', "",
      ["config.toml: chains.x.confirmations: Input should be less than or equal to 1000"]),
     ('max_slippage_bps = 80\n', "BOTCTL_MAX_SLIPPAGE_BPS=abc\n", ["BOTCTL_MAX_SLIPPAGE_BPS: Input should be"]),
+    ('[chains.x]\nkind = "evm"\ntokens = ["0x0000000000000000000000000000000000000001", 5]\n', "",
+     ["config.toml: chains.x.tokens[1]: Input should be a valid string"]),
+    ('[chains.x]\nkind = "evm"\nconfirmations = 2\n', "BOTCTL_CHAINS={\"x\": {\"kind\": \"evm\", \"confirmations\": \"z\"}}\n",
+     ["BOTCTL_CHAINS (at x.confirmations): Input should be a valid integer"]),
     ("", "BOTCTL_PAPER__NATIVE_DEPOSIT=0.0000000001\n", ["BOTCTL_PAPER__NATIVE_DEPOSIT",
                                                         "the deposit would be 0"]),
 ])

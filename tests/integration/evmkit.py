@@ -356,7 +356,8 @@ class Relay:
     aiohttp uses it). Modes: "pass" relays everything; "lose_sends" relays an
     eth_sendRawTransaction to the node and drops the connection before the answer (the node took
     the bytes, botctl never hears it: the classic lost response after acceptance), relaying the
-    rest; "slow" relays everything SLOW_S late; "strange_sends" relays a send and answers it with an error nobody can classify; "down"
+    rest; "slow" relays everything SLOW_S late; "strange_sends" relays a send and answers it with an error nobody can classify;
+    "rate_limited" answers every call but eth_chainId with HTTP 429 (a paid endpoint over its quota); "down"
     drops every connection without reading a byte (the node unreachable).
     It works at the HTTP level, not the TCP level, so that a cut can fall exactly after the sends
     and never before the fee reads that precede a signature."""
@@ -389,7 +390,7 @@ class Relay:
                 _shut(client)
 
     def set(self, mode: str) -> None:
-        assert mode in ("pass", "slow", "lose_sends", "strange_sends", "down")
+        assert mode in ("pass", "slow", "lose_sends", "strange_sends", "down", "rate_limited")
         self.mode = mode
         if mode == "down":  # connections kept alive from before are cut too
             with self._lock:
@@ -432,6 +433,9 @@ class Relay:
                 if self.mode == "slow":
                     time.sleep(SLOW_S)
                 self._count(body)
+                if self.mode == "rate_limited" and b'"eth_chainId"' not in body.replace(b" ", b""):
+                    client.sendall(b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n")
+                    continue
                 answer = self._forward(body)
                 if self.mode == "lose_sends" and b"eth_sendRawTransaction" in body:
                     self.sends_lost += 1

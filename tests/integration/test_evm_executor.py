@@ -311,6 +311,22 @@ async def test_a_pending_transaction_is_read_again_on_a_new_block_not_at_every_l
     await asyncio.sleep(HEAD_FRESH_S * 1.5)  # the head read is shared for one engine step
     assert (await ex.lookup(noop)).status == "filled" and len(reads) == 2
 
+    # A node that will not say its head (a per-method limit, a backend that fails it) still settles
+    # what it has receipts for: the look-up reads the transaction itself.
+    head_fails = port.client.block_number
+
+    async def refused():
+        raise OSError("eth_blockNumber refused")
+
+    port.client.block_number = refused
+    third = await sent(port, await signed(port, order(port, "noop", "", 0, n + 1)), pooled=True)
+    assert (await ex.lookup(third)).status == "pending"
+    evm_chain.rpc("evm_mine")
+    await asyncio.sleep(HEAD_FRESH_S * 1.5)
+    assert (await ex.lookup(third)).status == "filled"
+    port.client.block_number = head_fails
+    n += 1
+
     ex.lookup_every_s = 0.3
     other = await sent(port, await signed(port, order(port, "noop", "", 0, n + 1)), pooled=True)
     evm_chain.rpc("anvil_dropTransaction", [other.tx_id])

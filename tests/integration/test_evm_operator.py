@@ -57,10 +57,14 @@ def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert f"position {position['id']} holds TKA, which is not in tokens any more" in refused.stderr
     config.write_text(listed)
-    relay.set("down")
-
     # A close needs the chain: refused like any close that did not happen (exit 1, which a script
     # retries), not as a setting to fix (2); nothing is queued to run behind the operator's back.
+    # Over its quota, the node still says its chain id, then answers nothing else: the same.
+    relay.set("rate_limited")
+    for refused in (botctl(home, "close", str(position["id"]), "--yes"), botctl(home, "run", "--duration", "1")):
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "stopped answering (Too Many Requests)" in one_error_line(refused), refused.stderr
+    relay.set("down")
     for refused in (botctl(home, "close", str(position["id"]), "--yes"), botctl(home, "run", "--duration", "1")):
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "unreachable" in one_error_line(refused), refused.stderr

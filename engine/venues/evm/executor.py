@@ -243,7 +243,10 @@ class EvmExecutor:
         if self.lookup_every_s <= 0:
             return await self._look_up(order)
         key = (order.id, order.tx_id)
-        head = await self._head()
+        try:
+            head = await self._head()
+        except Exception:  # a node that will not say its head may still answer for the transaction
+            return await self._look_up(order)
         last = self._pending_at.get(key)
         if last is not None and last[0] == head and time.monotonic() - last[1] < self.lookup_every_s:
             return Outcome("pending")  # no block since it was read pending: nothing it could show has changed

@@ -14,8 +14,9 @@ import asyncio
 from dataclasses import dataclass, field
 
 from engine.core.book import ChainPolicy
+from engine.redact import scrub
 from engine.settings import safe_url
-from engine.venues.port import VenueError
+from engine.venues.port import VenueError, VenueUnreachable
 
 NATIVE = "native"  # quote_token for the chain's own coin
 RESERVED_KEYS = frozenset({"quote", "native"})  # balances() keys: a token may not be called that
@@ -86,8 +87,8 @@ async def load_market(name: str, chain_settings, address: str) -> EvmMarket:
         try:
             chain_id = await client.chain_id()
         except Exception as exc:
-            raise VenueError(_unusable(name, exc, f"the node at {safe_url(cs.rpc_url)} did not give its chain id",
-                                       f"the node at {safe_url(cs.rpc_url)} cannot be reached")) from None
+            raise _unusable(name, exc, f"the node at {safe_url(cs.rpc_url)} did not give its chain id",
+                            f"the node at {safe_url(cs.rpc_url)} cannot be reached") from None
         if chain_id != cs.chain_id:
             raise VenueError(f"chain {name}: the endpoint is on chain id {chain_id}, not the configured "
                              f"chain_id {cs.chain_id}")
@@ -132,7 +133,7 @@ async def _weth(client, name: str, router: str) -> str:
     try:
         weth = await client._contract(router, "router").functions.WETH().call()
     except Exception as exc:
-        raise VenueError(_unusable(name, exc, f"router {router} is not a Uniswap V2 router (WETH() failed)")) from None
+        raise _unusable(name, exc, f"router {router} is not a Uniswap V2 router (WETH() failed)") from None
     return _checksummed(name, weth, "the router's WETH")
 
 
@@ -140,8 +141,7 @@ async def _meta(client, name: str, token: str, what: str) -> tuple[str, int]:
     try:
         symbol, decimals = await client.token_meta(token)
     except Exception as exc:
-        raise VenueError(_unusable(name, exc, f"{what} {token} is not an ERC20 (symbol() or decimals() failed)")) \
-            from None
+        raise _unusable(name, exc, f"{what} {token} is not an ERC20 (symbol() or decimals() failed)") from None
     if not isinstance(symbol, str) or not symbol.strip() or not symbol.isprintable():
         raise VenueError(f"chain {name}: {what} {token} has no usable symbol ({symbol!r})")
     if not isinstance(decimals, int) or not 0 <= decimals <= 77:
@@ -149,14 +149,15 @@ async def _meta(client, name: str, token: str, what: str) -> tuple[str, int]:
     return symbol, decimals
 
 
-def _unusable(name: str, exc: BaseException, problem: str, silent: str = "the node stopped answering") -> str:
-    """A node that did not answer is not a contract (or a node) that answered wrong: say which it was."""
+def _unusable(name: str, exc: BaseException, problem: str, silent: str = "the node stopped answering") -> VenueError:
+    """A node that did not answer is not a contract (or a node) that answered wrong: say which it was
+    (VenueUnreachable: the same command may get past it later)."""
     from engine.venues.evm.errors import classify
 
     said = describe_error(exc)
     if classify(exc).kind == "transport":
-        return f"chain {name}: {silent} ({said})"
-    return f"chain {name}: {problem} ({said})"
+        return VenueUnreachable(f"chain {name}: {silent} ({said})")
+    return VenueError(f"chain {name}: {problem} ({said})")
 
 
 def describe_error(exc: BaseException) -> str:
@@ -164,20 +165,6 @@ def describe_error(exc: BaseException) -> str:
     from engine.venues.evm.errors import classify
 
     return scrub(classify(exc).message) or type(exc).__name__
-
-
-MAX_SAID = 300  # characters of a node's words kept in a message (a proxy's error page can be long)
-
-
-def scrub(text: str) -> str:
-    """`text` fit for a one-line message: every URL cut to what safe_url shows (an exception's
-    message may quote the endpoint, API key and all, or an error page that does), blanks and
-    line breaks folded, and cut short."""
-    import re
-
-    text = re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]]+", lambda m: safe_url(m.group(0)), text)
-    text = " ".join(text.split())
-    return text if len(text) <= MAX_SAID else text[:MAX_SAID - 1] + "…"
 
 
 def _checksummed(name: str, address, what: str) -> str:

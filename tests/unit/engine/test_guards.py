@@ -45,6 +45,30 @@ async def test_an_unreachable_endpoint_is_named_without_its_credentials(tmp_path
     assert "secret" not in str(info.value) and "key=k" not in str(info.value)
 
 
+async def test_a_node_down_is_exit_1_but_never_hides_a_setting_that_is_wrong(tmp_path):
+    """Unreachable (exit 1: the same command may get past it later) only when nothing is wrong in the
+    settings themselves: a wrong chain id on another chain is exit 2 and is named first."""
+    from engine.settings import Unreachable
+
+    from chains.jsonrpc import serve as answer
+
+    down = {"kind": "evm", "rpc_url": "http://127.0.0.1:9/rpc"}
+    with pytest.raises(Unreachable) as info:
+        await live_mode(Settings(home=tmp_path, profile="testnet", mode="live", chains={"alpha": down}))
+    assert info.value.code == 1 and "chains.alpha: endpoint http://127.0.0.1:9/… unreachable" in str(info.value)
+    with serve(chain_id=8453) as url:  # Base mainnet, configured as Base Sepolia
+        chains = {"alpha": down, "zeta": {"kind": "evm", "rpc_url": url, "chain_id": 84532}}
+        with pytest.raises(SettingsError) as info:
+            await live_mode(Settings(home=tmp_path, profile="testnet", mode="live", chains=chains))
+    assert info.value.code == 2 and str(info.value).startswith("chains.zeta: ") and "more)" in str(info.value)
+    # a node that answers with a JSON-RPC error says what it answered, not "not a JSON-RPC endpoint?"
+    with answer(lambda method, params: {"error": {"code": -32005, "message": "daily request count exceeded"}}) as url:
+        limited = {"kind": "evm", "rpc_url": url + "/v3/SECRETKEY"}
+        with pytest.raises(Unreachable) as info:
+            await live_mode(Settings(home=tmp_path, profile="testnet", mode="live", chains={"alpha": limited}))
+    assert "it answered 'daily request count exceeded'" in str(info.value) and "SECRETKEY" not in str(info.value)
+
+
 @pytest.mark.parametrize("url", ["mainnet.helius-rpc.com/?api-key=SECRET123", "https://rpc.example.org/v2/SECRET x",
                                  "ftp://host/SECRET"])
 def test_an_endpoint_that_is_not_a_url_is_refused_without_echoing_it(clean_env, monkeypatch, url):

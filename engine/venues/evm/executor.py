@@ -39,7 +39,7 @@ APPROVE_GAS = 70_000
 NOOP_GAS = swaps.CANCEL_GAS  # a plain transfer to ourselves: 21,000 exactly
 EXPIRE_AFTER_BLOCKS = 5  # blocks our nonce stays taken with no receipt of ours before it is another's
 FEES_FRESH_S = 0.2  # a fee read serves every order signed within one engine step
-HEAD_FRESH_S = 0.2  # a read of the chain's head serves every look-up within one engine step
+HEAD_FRESH_S = 0.1  # a read of the chain's head serves the look-ups of one sweep (sweeps are 0.2 s apart)
 LOOKUP_EVERY_S = 2.0  # a pending transaction is read again on each new block, and at least this often
 DEADLINE_S = 600  # a swap's deadline: it bounds the price we accept, not the nonce
 

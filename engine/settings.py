@@ -15,6 +15,7 @@ that others can write (whoever writes them commands the bot).
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, get_args, get_origin
@@ -442,6 +443,25 @@ def _named(loc: tuple, env: set[str], config: dict, config_file: Path | None) ->
     return f"{config_file}: {key}"
 
 
+def _given(dotenv: dict[str, str]) -> set[str]:
+    """The variables the operator set, in the environment or .env (upper case)."""
+    return {key.upper() for key in (*os.environ, *dotenv)}
+
+
+_ASSIGNED = re.compile(r"\bBOTCTL_([A-Z0-9_]+)=")
+
+
+def _sourced(text: str, env: set[str], config: dict, config_file: Path) -> str:
+    """A message that names settings as variables (`BOTCTL_MAX_POSITION_USD=150 exceeds ...`: a stage's
+    ceiling, a rule across two settings): each one set in config.toml, not in the environment, named
+    as written there (`.../config.toml: max_position_usd = 150 exceeds ...`)."""
+    def named(match: re.Match) -> str:
+        where = _named(tuple(match.group(1).lower().split("__")), env, config, config_file)
+        return match.group(0) if where.startswith(PREFIX) else f"{where} = "
+
+    return _ASSIGNED.sub(named, text)
+
+
 def _validation_message(exc: ValidationError, env: set[str] = frozenset(), config: dict | None = None,
                         config_file: Path | None = None) -> str:
     first = exc.errors()[0]
@@ -520,9 +540,10 @@ def load_settings(check: bool = True, **flags: Any) -> Settings:
             check_settings(settings, stored, stages())
         return settings
     except StageError as exc:
-        raise SettingsError(str(exc)) from None
+        raise SettingsError(_sourced(str(exc), _given(dotenv), config, config_file)) from None
     except ValidationError as exc:
-        given = {key.upper() for key in (*os.environ, *dotenv)}
-        raise SettingsError(_validation_message(exc, given, config, config_file)) from None
+        given = _given(dotenv)
+        raise SettingsError(_sourced(_validation_message(exc, given, config, config_file), given, config,
+                                     config_file)) from None
     except (OSError, ValueError) as exc:  # a TOML file that does not parse
         raise SettingsError(f"cannot read settings: {exc}") from None

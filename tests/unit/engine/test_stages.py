@@ -63,14 +63,14 @@ def test_every_profiles_defaults_fit_its_own_ceiling(clean_env):
 
 
 @pytest.mark.parametrize("config, named, ceiling", [
-    ('max_slippage_bps = 60', "BOTCTL_MAX_SLIPPAGE_BPS=60", "ceiling 50"),
-    ('max_gas_price_gwei = 51', "BOTCTL_MAX_GAS_PRICE_GWEI=51", "ceiling 50"),
-    ('max_position_usd = "100.01"', "BOTCTL_MAX_POSITION_USD=100.01", "ceiling 100"),
-    ('max_exposure_usd = "5000"', "BOTCTL_MAX_EXPOSURE_USD=5000", "ceiling 1000"),
-    ('max_open_positions = 11', "BOTCTL_MAX_OPEN_POSITIONS=11", "ceiling 10"),
-    ('dry_run = false', "BOTCTL_DRY_RUN=false", "keeps dry run on"),
-    ('[rollout]\nmin_trades = 99', "BOTCTL_ROLLOUT__MIN_TRADES=99", "criterion 100"),
-    ('[rollout]\nmin_hours = 1', "BOTCTL_ROLLOUT__MIN_HOURS=1", "criterion 24"),
+    ('max_slippage_bps = 60', "config.toml: max_slippage_bps = 60", "ceiling 50"),
+    ('max_gas_price_gwei = 51', "config.toml: max_gas_price_gwei = 51", "ceiling 50"),
+    ('max_position_usd = "100.01"', "config.toml: max_position_usd = 100.01", "ceiling 100"),
+    ('max_exposure_usd = "5000"', "config.toml: max_exposure_usd = 5000", "ceiling 1000"),
+    ('max_open_positions = 11', "config.toml: max_open_positions = 11", "ceiling 10"),
+    ('dry_run = false', "config.toml: dry_run = false", "keeps dry run on"),
+    ('[rollout]\nmin_trades = 99', "config.toml: rollout.min_trades = 99", "criterion 100"),
+    ('[rollout]\nmin_hours = 1', "config.toml: rollout.min_hours = 1", "criterion 24"),
 ])
 def test_a_config_beyond_the_ceiling_is_refused_naming_setting_and_ceiling(clean_env, config, named, ceiling):
     (clean_env / "home" / "config.toml").write_text(config + "\n")

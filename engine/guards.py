@@ -207,6 +207,7 @@ async def check_live(settings) -> dict[str, Network]:
     what each chain's endpoint says it is."""
     import asyncio
 
+    from engine.core.stages import first_of
     from engine.settings import SettingsError, Unreachable
     from engine.stages import stage
 
@@ -221,8 +222,7 @@ async def check_live(settings) -> dict[str, Network]:
     if not problems:  # a network the stage forbids already says why; then funds and keys
         problems += live_problems(current, settings, found, keys)
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise (Unreachable if problems[0] in unreachable else SettingsError)(problems[0] + more)
+        raise (Unreachable if problems[0] in unreachable else SettingsError)(first_of(problems))
     return found
 
 

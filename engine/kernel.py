@@ -36,6 +36,7 @@ from engine.core.messages import (
     ReserveEntry,
 )
 from engine.core.reconcile import unlisted_holdings
+from engine.core.stages import first_of
 from engine.driver import OrderDriver
 from engine.persist import load_book
 from engine.redact import said
@@ -146,7 +147,6 @@ class Reconciliation:
     resolved: list[tuple[int, str, str, str]]  # (order id, intent, state before, what happened)
     differences: tuple[tuple[str, str, int, int], ...]
     not_compared: tuple[str, ...] = ()  # chains with an order still in doubt: compared once it settles
-
 
 
 @dataclass
@@ -286,13 +286,12 @@ class Engine:
         await self._beat(now)
         live = self.world.height is None
         for chain, port in sorted(self.ports.items()):
-            if live:  # a live chain is priced every marks_every_s (a router quote per held token), not every step
-                if not due(self._marked_at.get(chain), now, self.settings.chains[chain].marks_every_s * 1000):
-                    continue
             held = sorted({p.token for p in self.book.open_positions() if p.chain == chain})
-            if live:
-                if not held:
-                    continue  # nothing to price: a position that opens now is priced at once, not an interval later
+            if live:  # priced every marks_every_s (a router quote per held token), not every step; a position
+                # that opens after a while with nothing held is priced at once, not an interval later
+                every_ms = self.settings.chains[chain].marks_every_s * 1000
+                if not held or not due(self._marked_at.get(chain), now, every_ms):
+                    continue
                 self._marked_at[chain] = now
             try:
                 prices = await port.marks(held)
@@ -346,11 +345,11 @@ class Engine:
         chain has no order left in doubt: an answer we do not understand may hide a spend we do not
         know of, and a difference then stops new entries until the operator has looked."""
         busy = {o.chain for o in self.book.live_orders() if o.state in SENT}
-        due = self.driver.reconcile_after - busy
-        if not due:
+        settled = self.driver.reconcile_after - busy
+        if not settled:
             return
-        self.driver.reconcile_after -= due
-        log.warning("chain %s: reconciling after a send error nobody could classify", ", ".join(sorted(due)))
+        self.driver.reconcile_after -= settled
+        log.warning("chain %s: reconciling after a send error nobody could classify", ", ".join(sorted(settled)))
         self.last_reconciliation = await self.reconcile("engine")
 
     async def _refusal(self, chain: str, asked: dict[str, str | None]) -> str | None:
@@ -479,10 +478,8 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
 
     try:
         market = market or await load_markets(settings)
-    except VenueUnreachable as exc:
-        raise Unreachable(str(exc)) from None
     except VenueError as exc:
-        raise SettingsError(str(exc)) from None
+        raise _cannot_start(exc) from None
     policy = policy_for(settings, market, stages, network)
     source = JsonlSource(signals, market) if signals else None  # a bad path fails before anything is taken
     try:
@@ -498,16 +495,14 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
             raise SettingsError(str(exc)) from None
         unlisted = unlisted_holdings(book)
         if unlisted:
-            raise SettingsError(unlisted[0] + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else ""))
+            raise SettingsError(first_of(unlisted))
         try:  # a book that has recorded this world's opening funds has met it: it must still be there (a
             # paper venue's are `genesis:`, a live chain's `opening:`: a book that traded live may start paper)
             met = "genesis:" if settings.mode == "paper" else "opening:"
             world = await open_world(settings, home, market,
                                      must_exist=any(str(ref).startswith(met) for ref, _ in book.deposits.items()))
-        except VenueUnreachable as exc:
-            raise Unreachable(str(exc)) from None
         except VenueError as exc:
-            raise SettingsError(str(exc)) from None
+            raise _cannot_start(exc) from None
     except BaseException:
         await writer.close()
         ownership.release()
@@ -537,6 +532,12 @@ async def build(settings: Settings, signals: str | None = None, command: str = "
         await engine.close()  # the book is as of the last commit; the lock is let go
         raise
     return engine
+
+
+def _cannot_start(exc: VenueError) -> SettingsError:
+    """Why the venue cannot be opened, as the CLI says it: a node that did not answer is a failure
+    the same command may get past later (exit 1), anything else a setting to fix (2)."""
+    return (Unreachable if isinstance(exc, VenueUnreachable) else SettingsError)(str(exc))
 
 
 class BookOwner:

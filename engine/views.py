@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from engine.core.book import Policy, nonce_gap
-from engine.core.money import from_units, quote_for
+from engine.core.money import from_units, quote_for, to_units
 from storage import fetch_all, read_snapshot
 
 
@@ -152,9 +152,8 @@ async def status(db: Path, policy: Policy) -> dict:
 def _scaled(value: Decimal) -> tuple[int, int]:
     """`value` as (integer, decimals): units times it stay exact integers (a wei balance times a
     price would round at Decimal's 28 digits)."""
-    sign, digits, exponent = value.normalize().as_tuple()
-    whole = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
-    return (whole * 10 ** exponent, 0) if exponent >= 0 else (whole, -exponent)
+    decimals = max(0, -value.normalize().as_tuple().exponent)
+    return to_units(value, decimals), decimals
 
 
 def sum_units(amounts: list[tuple[int, int]]) -> Decimal:

@@ -336,8 +336,8 @@ MUTATIONS = [
     Mutation(
         "a live chain's open positions are priced at every step, not every marks_every_s",
         "engine/kernel.py",
-        """                if not due(self._marked_at.get(chain), now, self.settings.chains[chain].marks_every_s * 1000):""",
-        """                if False:  # MUTATION""",
+        """                if not held or not due(self._marked_at.get(chain), now, every_ms):""",
+        """                if not held:  # MUTATION""",
         ("tests/integration/test_evm_live.py::test_open_positions_are_priced_every_marks_every_s_not_every_step",),
     ),
     Mutation(
@@ -373,6 +373,13 @@ MUTATIONS = [
             raise""",
         ("tests/integration/test_evm_executor.py::"
          "test_a_pending_transaction_is_read_again_on_a_new_block_not_at_every_look_up",),
+    ),
+    Mutation(
+        "a close confirmed in the console waits for the engine's next poll",
+        "console/tui/app.py",
+        """            self.engine.wake()  # a close is sent now, not at the end of the engine's poll interval""",
+        """            pass  # MUTATION""",
+        ("tests/integration/test_evm_live.py::test_a_close_confirmed_in_the_console_wakes_the_live_engine_at_once",),
     ),
 ]
 # The same guess, caught at the exit's crash point.

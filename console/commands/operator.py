@@ -108,8 +108,8 @@ async def _give_up(db: Path, ident: int, command: str, timeout: float, exc: Base
         withdrawn = inbox.withdraw(db, ident, why)
     except inbox.BookBusy:
         raise Failed(f"command {ident} was {why} and could not be withdrawn: another process has held the book's "
-                     f"write lock for over {inbox.busy_wait_s():g}s (an engine stopped mid-commit?). It may still run when that process resumes: "
-                     "`botctl history --commands` shows its answer") from None
+                     f"write lock for over {inbox.busy_wait_s():g}s (an engine stopped mid-commit?). It may still "
+                     "run when that process resumes: `botctl history --commands` shows its answer") from None
     if withdrawn:
         if isinstance(exc, TimeoutError):
             raise Failed(f"command {ident} was {why}: withdrawn, it will not run (is the engine busy? "

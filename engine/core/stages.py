@@ -145,6 +145,11 @@ def breaches(settings, current: Stage) -> list[str]:
     return out
 
 
+def first_of(problems: list[str]) -> str:
+    """Several problems in one line, as every refusal is: the first, and how many more there are."""
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
 def check_settings(settings, stored: str | None, table: dict[str, Stage]) -> None:
     """Refuse settings beyond the profile's ceiling, or a profile looser than the stored stage.
     `table` is the stages in force (the shipped ones, engine/stages.py, unless a benchmark says otherwise)."""
@@ -158,5 +163,4 @@ def check_settings(settings, stored: str | None, table: dict[str, Stage]) -> Non
         raise StageError(f"profile {profile} does not run paper mode")
     problems = breaches(settings, current)
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise StageError(problems[0] + more)
+        raise StageError(first_of(problems))

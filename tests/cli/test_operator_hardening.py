@@ -301,7 +301,7 @@ def test_an_automatic_exit_the_node_keeps_refusing_stops_after_its_budget_and_wa
     assert result.returncode == 0, result.stderr
     tried = dict(rows(home, "SELECT position_id, count(*) FROM orders WHERE intent = 'exit' GROUP BY position_id"))
     assert set(tried) == set(ids), tried  # every one was due and tried
-    assert all(count <= MAX_EXIT_ATTEMPTS for count in tried.values()), tried
+    assert all(count == MAX_EXIT_ATTEMPTS for count in tried.values()), tried  # used up, and no more
     assert sorted(open_ids(home)) == sorted(ids), "still open, for the operator"
     again = cli(home, "run", "--duration", "300", BOTCTL_MAX_HOLD_S="1", **REFUSE_ALL)
     assert again.returncode == 0, again.stderr

@@ -14,6 +14,7 @@ directory's conftest shadows; import the fixtures it defines into the test modul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sqlite3
@@ -118,16 +119,23 @@ def _env(home: Path, extra: dict) -> dict:
     return env_for(home, **{"BOTCTL_PROFILE": "testnet", "BOTCTL_EVM_PASSWORD": PASSWORD, **extra})
 
 
+@contextlib.asynccontextmanager
 async def live_engine(home: Path, monkeypatch, signals: Path, **extra: str):
-    """The engine `botctl run --signals SIGNALS` builds, built in this process for a test that drives
-    its steps, with the environment the CLI tests give botctl (set through monkeypatch). The caller
-    closes it."""
+    """`async with live_engine(...) as engine`: the engine `botctl run --signals SIGNALS` builds, built
+    in this process for a test that drives its steps, with the environment the CLI tests give botctl
+    (set through monkeypatch); closed after, and the book it leaves must audit clean."""
     from engine.kernel import build
     from engine.settings import load_settings
 
     for name, value in _env(home, extra).items():
         monkeypatch.setenv(name, value)
-    return await build(load_settings(), str(signals))
+    engine = await build(load_settings(), str(signals))
+    try:
+        yield engine
+    finally:
+        await engine.close()
+    audit = botctl(home, "audit")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 def wait_for(check, timeout: float, what: str, every: float = 0.05):
@@ -237,6 +245,11 @@ def nonce_counts(chain, address: str) -> tuple[int, int]:
     """(mined, pending) transaction counts of `address`."""
     w3 = sync_w3(chain)
     return w3.eth.get_transaction_count(address, "latest"), w3.eth.get_transaction_count(address, "pending")
+
+
+def block_number(chain) -> int:
+    """The chain's head, read straight from the node."""
+    return int(chain.rpc("eth_blockNumber"), 16)
 
 
 def automine(chain, on: bool) -> None:
@@ -482,9 +495,13 @@ class Relay:
 def _authorized(head: list[bytes], credentials: str) -> bool:
     import base64
 
-    wanted = b"basic " + base64.b64encode(credentials.encode()).lower()
-    return any(h.split(b":", 1)[0].strip().lower() == b"authorization" and h.split(b":", 1)[1].strip().lower() == wanted
-               for h in head)
+    wanted = base64.b64encode(credentials.encode())  # case matters in base64; not in the header's words
+    for line in head:
+        name, _, value = line.partition(b":")
+        scheme, _, token = value.strip().partition(b" ")
+        if name.strip().lower() == b"authorization" and scheme.lower() == b"basic" and token.strip() == wanted:
+            return True
+    return False
 
 
 def _unchunk(data: bytes) -> bytes:

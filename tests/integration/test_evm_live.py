@@ -60,9 +60,8 @@ async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not
     home, _address = live_home
     signals = tmp_path / "signals.jsonl"
     signals.write_text("")
-    engine = await live_engine(home, monkeypatch, signals)
     db = home / "botctl.db"
-    try:
+    async with live_engine(home, monkeypatch, signals) as engine:
         engine.world.poll_s = 3600
         engine.start_inbox(fallback_s=3600)
         await asyncio.wait_for(engine.tick(), 30)  # the watcher's first look at the file wakes one step
@@ -72,12 +71,7 @@ async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not
         await asyncio.wait_for(step, 15)
         assert engine.book.orders.base or engine.book.open_positions(), "the step it woke did not take the line"
 
-        engine.world.poll_s = 0.05
-        for _ in range(200):
-            if engine.book.open_positions() and not engine.book.orders.base:
-                break
-            await engine.tick()
-        [position] = engine.book.open_positions()
+        [position] = await opened(engine)
 
         engine.world.poll_s = 3600
         step = asyncio.ensure_future(engine.tick())
@@ -87,8 +81,6 @@ async def test_a_signal_line_and_an_operator_close_are_acted_on_as_they_land_not
         assert (await inbox.wait(db, row, 5))["state"] == "done"
         sent = [o for o in engine.book.orders.base.values() if o.intent == "exit" and o.state != "new"]
         assert engine.book.positions.get(position.id) is None or sent, "the step it woke did not send the close"
-    finally:
-        await engine.close()
 
 
 @pytest.mark.asyncio
@@ -106,8 +98,7 @@ async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_or
     signals = tmp_path / "signals.jsonl"
     signals.write_text('{"id": "b0", "chain": "anvil", "token": "TKA", "size": "10"}\n')
     automine(evm_chain, False)
-    engine = await live_engine(home, monkeypatch, signals, BOTCTL_COOLDOWN_S="0")
-    try:
+    async with live_engine(home, monkeypatch, signals, BOTCTL_COOLDOWN_S="0") as engine:
         engine.world.poll_s = 3600
         await asyncio.wait_for(engine.tick(), 30)  # the first line: its approve and swap sent, pending
         in_flight = {o.id for o in engine.book.live_orders()}
@@ -128,7 +119,8 @@ async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_or
                 f.write(f'{{"id": "b{number}", "chain": "anvil", "token": "TKB", "size": "1"}}\n')
             await asyncio.wait_for(engine.tick(), 30)
         assert sum(1 for o in looked_up if o in in_flight) == 2, looked_up  # each once, in the one sweep
-        assert len(engine.book.live_orders()) > 2, "the woken steps sent nothing new"
+        sent = [o for o in engine.book.live_orders() if o.id not in in_flight]
+        assert sent and all(o.state == "submitted" for o in sent), "the woken steps sent nothing new"
 
         # The wall clock steps back a minute (NTP, a VM resumed): the next step sweeps at once, rather
         # than leave the orders unread (and positions unpriced) until the clock has caught up.
@@ -137,9 +129,6 @@ async def test_a_burst_of_signal_lines_sends_each_entry_at_once_but_reads_the_or
             f.write('{"id": "b9", "chain": "anvil", "token": "TKB", "size": "1"}\n')
         await asyncio.wait_for(engine.tick(), 30)
         assert sum(1 for o in looked_up if o in in_flight) == 4, looked_up
-    finally:
-        await engine.close()
-        automine(evm_chain, True)
 
 
 def test_a_node_behind_user_and_secret_in_the_url_is_reached_with_them_and_the_secret_shows_nowhere(
@@ -208,8 +197,7 @@ async def test_the_nonces_panel_shows_each_transactions_fees_and_its_replacement
     signals = tmp_path / "signals.jsonl"
     signals.write_text('{"id": "n1", "chain": "anvil", "token": "TKA", "size": "10"}\n')
     automine(evm_chain, False)
-    engine = await live_engine(home, monkeypatch, signals)
-    try:
+    async with live_engine(home, monkeypatch, signals) as engine:
         engine.world.poll_s = 0.05
         engine.executors["anvil"].stuck_after_ms = 0  # not mined at the first look: replaced
         for _ in range(200):
@@ -225,10 +213,50 @@ async def test_the_nonces_panel_shows_each_transactions_fees_and_its_replacement
         async with app.run_test(size=(130, 40)):
             await app.sync()
             shown = str(app.nonces.body.render())
-        assert address[:6] in shown or address.lower()[:6] in shown.lower(), shown
+        state = engine.book.nonces.get(("anvil", address))
+        assert f"{address[:6]}…{address[-4:]}" in shown and f"next {state.next}" in shown, shown
         assert f"n{order.nonce} " in shown, shown
         assert f"{format_gwei(last.max_fee)}/{format_gwei(last.tip)} gwei" in shown, shown
         assert f"×{len(order.all_attempts())}" in shown, shown
-    finally:
-        await engine.close()
-        automine(evm_chain, True)
+
+
+@pytest.mark.asyncio
+async def test_a_close_confirmed_in_the_console_wakes_the_live_engine_at_once(  # noqa: F811
+        live_home, tmp_path, monkeypatch):  # noqa: F811
+    """The console submits the operator's close and wakes the engine: the exit is sent by the step
+    that was waiting, not an hour of poll interval later."""
+    import asyncio
+
+    from evmkit import live_engine
+
+    from console.tui.app import BotctlApp
+    from console.tui.dialogs import ConfirmClose
+
+    home, _address = live_home
+    signals = tmp_path / "signals.jsonl"
+    signals.write_text('{"id": "c1", "chain": "anvil", "token": "TKA", "size": "10"}\n')
+    async with live_engine(home, monkeypatch, signals) as engine:
+        [position] = await opened(engine)
+        engine.world.poll_s = 3600
+        step = asyncio.ensure_future(engine.tick())  # waiting for its next step, as the engine's loop does
+        app = BotctlApp(engine=engine, run_engine=False)
+        async with app.run_test(size=(130, 40)) as pilot:
+            await app.sync()
+            await pilot.press("c")
+            assert isinstance(app.screen, ConfirmClose) and app.screen.position_id == position.id
+            await pilot.press("y")
+            await app.workers.wait_for_complete()
+            await asyncio.wait_for(step, 15)
+        sent = [o for o in engine.book.orders.base.values() if o.intent == "exit" and o.state != "new"]
+        assert engine.book.positions.get(position.id) is None or sent, "the step it woke did not send the close"
+
+
+async def opened(engine, steps: int = 200) -> list:
+    """Step an engine driven in this process (poll 0.05 s) until a position is open and nothing is in
+    flight: its open positions."""
+    engine.world.poll_s = 0.05
+    for _ in range(steps):
+        if engine.book.open_positions() and not engine.book.orders.base:
+            break
+        await engine.tick()
+    return engine.book.open_positions()

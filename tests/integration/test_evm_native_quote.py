@@ -38,6 +38,8 @@ def test_a_chain_whose_quote_is_its_coin_opens_and_closes_positions_through_weth
     anvil = status["chains"]["anvil"]  # in ETH, the quote; equity in USD, at the configured 40 a coin
     held = Decimal(anvil["cash"]) + Decimal(anvil["reserved"]) + Decimal(anvil["open_value"])
     assert Decimal(status["equity"]) == held * 40 and held > 0, status
+    shown = botctl(home, "status").stdout
+    assert f"equity {held * 40:,.2f} USD" in shown, shown  # the text says the unit too
     closed = botctl(home, "close", "--all", "--yes")
     assert closed.returncode == 0, closed.stderr + closed.stdout
     assert json.loads(botctl(home, "positions", "--json").stdout) == []

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 import signal
-import time
 
 import pytest
 from evmkit import (  # noqa: E501, F401
+    _env,
     automine,
     book,
     book_json,
@@ -23,12 +23,16 @@ from evmkit import (  # noqa: E501, F401
     make_home,
     mine,
     output,
+    positions_settled,
     relay,
+    run_until,
     settled_cleanly,
     start,
+    stop,
     wait_for,
 )
 
+import terminal
 from chains.evm.fixtures import anvil_chain, evm_chain  # noqa: F401 (fixtures)
 from clikit import one_error_line
 
@@ -38,15 +42,12 @@ pytestmark = pytest.mark.slow
 def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_it_is_back(
         tmp_path, evm_chain, relay):  # noqa: F811
     home = tmp_path / "home"
-    make_home(home, evm_chain, rpc_url=relay.url)
+    key = "SECRETKEY-9f3b"  # a provider's key in the endpoint's path: shown nowhere, whatever fails
+    make_home(home, evm_chain, rpc_url=f"{relay.url}/v3/{key}")
     feed = tmp_path / "s.jsonl"
     feed.write_text(json.dumps({"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}) + "\n")
-    run = start(home, "run", "--signals", str(feed), "--duration", "60")
-    wait_for(lambda: book(home, "SELECT count(*) FROM positions WHERE state = 'open'") == [(1,)] and
-             not book(home, "SELECT id FROM orders WHERE state NOT IN ('filled', 'failed', 'abandoned')"),
-             30, "the position open, nothing in flight")
-    run.send_signal(signal.SIGTERM)
-    assert run.wait(timeout=30) == 0, output(home)
+    run_until(home, feed, lambda: positions_settled(home, 1), "the position open, nothing in flight")
+    said = []
     (position,) = book_json(home, "positions")
     # A token dropped from the allow-list while a position holds it: its balance would go unread and
     # reconciling would call it a difference (accepting which would wipe a holding the chain has).
@@ -64,10 +65,23 @@ def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_
     for refused in (botctl(home, "close", str(position["id"]), "--yes"), botctl(home, "run", "--duration", "1")):
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "stopped answering (Too Many Requests)" in one_error_line(refused), refused.stderr
+        said.append(refused.stderr)
     relay.set("down")
     for refused in (botctl(home, "close", str(position["id"]), "--yes"), botctl(home, "run", "--duration", "1")):
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "unreachable" in one_error_line(refused), refused.stderr
+        said.append(refused.stderr)
+    with terminal.Console(["tui"], _env(home, {}), cwd=str(home.parent)) as console:  # as the operator starts it
+        assert console.wait(60) == 1, console.text()
+        assert "unreachable" in console.text(), console.text()
+        said.append(console.text())
+    # `botctl nonces` says the chain's count is unknown, and shows the engine's floor as such
+    nonces = botctl(home, "nonces")
+    assert nonces.returncode == 0 and "anvil: pending count unknown (" in nonces.stdout, nonces.stdout
+    assert "? (floor " in nonces.stdout, nonces.stdout
+    (row,) = json.loads(botctl(home, "nonces", "--json").stdout)
+    assert row["chain_pending"] is None and "unreachable" in row["chain_error"], row
+    said += [nonces.stdout, row["chain_error"]]
     assert book(home, "SELECT count(*) FROM inbox WHERE state IN ('pending', 'taken')") == [(0,)]
     assert book_json(home, "positions")[0]["state"] == "open"
 
@@ -92,10 +106,14 @@ def test_pause_resume_and_halt_work_with_the_node_down_and_the_halt_closes_when_
     run = start(home, "run", "--duration", "60")
     wait_for(lambda: book(home, "SELECT state FROM positions WHERE id = ?", (position["id"],)) == [("closed",)],
              30, "the halt's close carried out by the next engine")
-    run.send_signal(signal.SIGTERM)
-    assert run.wait(timeout=30) == 0, output(home)
+    stop(run, home)
     assert book_json(home, "status")["trading_state"] == "halted", "the halt holds"
     settled_cleanly(home)
+    said += [halted.stdout, halted.stderr, botctl(home, "history", "--commands").stdout, botctl(home, "logs").stdout]
+    assert not any(key in text for text in said), "the endpoint's key was shown"
+    for path in home.rglob("*"):
+        if path.is_file() and path.name != "config.toml":
+            assert key.encode() not in path.read_bytes(), path
 
 
 def test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leaves_the_exit_held(
@@ -110,12 +128,9 @@ def test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leav
     feed = tmp_path / "s.jsonl"
     feed.write_text(json.dumps({"id": "s1", "chain": "anvil", "token": "TKA", "size": "20"}) + "\n")
     run = start(home, "run", "--signals", str(feed), "--duration", "60")
-    wait_for(lambda: mine(evm_chain) or (  # a block now and then: each transaction needs a second one
-        book(home, "SELECT count(*) FROM positions WHERE state = 'open'") == [(1,)] and
-        not book(home, "SELECT id FROM orders WHERE state NOT IN ('filled', 'failed', 'abandoned')")),
-        30, "the position open, nothing in flight", every=0.3)
-    run.send_signal(signal.SIGTERM)
-    assert run.wait(timeout=30) == 0, output(home)
+    wait_for(lambda: mine(evm_chain) or positions_settled(home, 1),  # each transaction needs a second block
+             30, "the position open, nothing in flight", every=0.3)
+    stop(run, home)
     (position,) = book_json(home, "positions")
 
     automine(evm_chain, False)
@@ -147,8 +162,7 @@ def test_a_one_off_close_the_chain_does_not_mine_answers_in_its_timeout_and_leav
     run = start(home, "run", "--duration", "60")
     wait_for(lambda: book(home, "SELECT state FROM positions WHERE id = ?", (position["id"],)) == [("closed",)],
              30, "the next engine settles the exit")
-    run.send_signal(signal.SIGTERM)
-    assert run.wait(timeout=30) == 0, output(home)
+    stop(run, home)
     settled_cleanly(home)
 
 
@@ -165,16 +179,13 @@ def test_a_send_error_nobody_can_classify_holds_the_funds_and_reconciles_once_se
     run = start(home, "run", "--signals", str(feed), "--duration", "60")
     try:
         wait_for(lambda: relay.sends_lost == 2, 30, "the approve and the swap sent, answered strangely")
-        wait_for(lambda: book(home, "SELECT count(*) FROM positions WHERE state = 'open'") == [(1,)] and
-                 not book(home, "SELECT id FROM orders WHERE state NOT IN ('filled', 'failed', 'abandoned')"),
-                 30, "the position open from the chain's receipts")
+        wait_for(lambda: positions_settled(home, 1), 30, "the position open from the chain's receipts")
         reconciled = wait_for(lambda: [json.loads(d) for (d,) in book(
             home, "SELECT data FROM journal WHERE kind = 'Reconciled' AND seq > "
                   "(SELECT max(seq) FROM journal WHERE kind = 'PositionOpened')")], 10,
             "a reconciliation once the chain settled")
     finally:
-        run.send_signal(signal.SIGTERM)
-        assert run.wait(timeout=30) == 0, output(home)
+        stop(run, home)
     unknown = book(home, "SELECT data FROM journal WHERE kind = 'OrderOutcomeUnknown'")
     assert len(unknown) == 2 and all("pensive" in d for (d,) in unknown), unknown
     assert reconciled[0]["differences"] == [] and reconciled[0]["by"] == "engine", reconciled
@@ -208,7 +219,7 @@ def test_a_signal_during_a_slow_start_stops_the_run_right_after_the_start(tmp_pa
     make_home(home, evm_chain, rpc_url=relay.url)
     relay.set("slow")  # each read of the start waits SLOW_S at the relay
     run = start(home, "run", "--duration", "60")
-    time.sleep(1)  # in the start: it reads the chain a dozen times before its first step
+    wait_for(lambda: relay.methods.get("eth_getBalance"), 30, "the start reading our balances")  # mid-start
     assert run.poll() is None, output(home)
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) == 0, output(home)

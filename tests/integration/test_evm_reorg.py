@@ -25,6 +25,7 @@ from evmkit import (
     GWEI,
     USDC,
     automine,
+    block_number,
     book,
     book_json,
     in_flight,
@@ -58,10 +59,6 @@ def mine_one(chain) -> None:
     """One block at a base fee of 1 gwei: empty blocks would otherwise lower it block by block."""
     chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(GWEI)])
     chain.rpc("evm_mine")
-
-
-def block_number(chain) -> int:
-    return int(chain.rpc("eth_blockNumber"), 16)
 
 
 def run_one_entry(home, tmp_path):

@@ -15,6 +15,7 @@ from decimal import Decimal
 
 import pytest
 from evmkit import (
+    block_number,
     book,
     book_json,
     botctl,
@@ -35,10 +36,6 @@ PAPER = {"BOTCTL_PROFILE": "paper", "BOTCTL_DRY_RUN": "true"}  # the home's conf
 COOLDOWN_S = 5  # seconds a token waits after a round trip, in the cooldown test
 HOURS_S = 2.5  # a live run lasts at least this: hours are shown to 0.001 h (3.6 s), rounded
 ITEMS = ["trades", "hours", "consistency", "audit", "drill:failure", "drill:crash", "attest:logs", "attest:explorer"]
-
-
-def block_number(chain) -> int:
-    return int(chain.rpc("eth_blockNumber"), 16)
 
 
 def checklist(home, **env) -> dict:

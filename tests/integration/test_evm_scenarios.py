@@ -25,6 +25,7 @@ from evmkit import (
     add_tokens,
     approve_router_from_another_account,
     automine,
+    block_number,
     book,
     book_json,
     botctl,
@@ -37,6 +38,7 @@ from evmkit import (
     nonce_counts,
     orders,
     output,
+    positions_settled,
     relay,  # noqa: F401 (a fixture)
     run_until,
     send_from_our_key,
@@ -68,17 +70,9 @@ def wei(ether: str) -> int:
     return int(value)
 
 
-def block_number(chain) -> int:
-    return int(chain.rpc("eth_blockNumber"), 16)
-
-
 def open_positions(home) -> list[tuple[str, str]]:
     """(token, cost in base units) of each position not closed, read from the book."""
     return book(home, "SELECT token, cost FROM positions WHERE state != 'closed' ORDER BY id")
-
-
-def one_position_settled(home) -> bool:
-    return bool(open_positions(home)) and not in_flight(home)
 
 
 def audited(home) -> None:
@@ -197,7 +191,7 @@ def test_a_kill_after_the_write_ahead_commit_sends_the_same_bytes_after_the_rest
     assert signed, orders(home)
     assert nonce_counts(evm_chain, address) == (0, 0), "killed before the broadcast: the node has nothing"
 
-    run_until(home, feed, lambda: one_position_settled(home), "the restart to open the position")
+    run_until(home, feed, lambda: positions_settled(home, 1), "the restart to open the position")
     sent = transactions_from(evm_chain, address, start_block)
     assert sorted(t.nonce for t in sent) == [0, 1] and all(t.status == 1 for t in sent), sent  # one per nonce
     mined = {t.nonce: t.hash for t in sent}
@@ -223,7 +217,7 @@ def test_a_kill_after_the_broadcast_finds_the_receipt_after_the_restart(live_hom
     assert sorted((t.nonce, t.hash, t.status) for t in sent) == \
         sorted((o["nonce"], o["tx_id"], 1) for o in flown), sent  # ... and both are mined, as stored
 
-    run_until(home, feed, lambda: one_position_settled(home), "the restart to open the position")
+    run_until(home, feed, lambda: positions_settled(home, 1), "the restart to open the position")
     assert transactions_from(evm_chain, address, start_block) == sent, "nothing more was sent"
     entry = [o for o in orders(home) if o["intent"] == "entry"]
     assert [(o["state"], o["tx_id"]) for o in entry] == [("filled", sent[-1].hash)], entry
@@ -287,7 +281,7 @@ def test_a_node_cut_off_after_the_sends_holds_the_funds_until_it_answers_again(t
     signals(feed, ("s0", "TKB", "30"))
     run = start(home, "run", "--signals", str(feed), "--duration", "60")
     try:
-        wait_for(lambda: one_position_settled(home), 20, "the TKB position open")
+        wait_for(lambda: positions_settled(home, 1), 20, "the TKB position open")
         automine(evm_chain, False)
         relay.set("lose_sends")  # the node takes each transaction; its answer never reaches botctl
         with open(feed, "a") as more:
@@ -368,7 +362,7 @@ def test_nonces_shows_the_next_nonce_and_the_floor_a_transaction_from_elsewhere_
     now (`--offline` shows only the floor the engine last raised ours to, as a floor)."""
     home, address = live_home
     send_from_our_key(evm_chain, home, address)
-    run_until(home, signals(tmp_path / "s.jsonl", ("s1", "TKA", "20")), lambda: one_position_settled(home),
+    run_until(home, signals(tmp_path / "s.jsonl", ("s1", "TKA", "20")), lambda: positions_settled(home, 1),
               "the position open")
     assert nonce_counts(evm_chain, address) == (3, 3), "ours, then the approve and the swap at 1 and 2"
     (row,) = book_json(home, "nonces")

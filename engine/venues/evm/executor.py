@@ -44,6 +44,26 @@ LOOKUP_EVERY_S = 2.0  # a pending transaction is read again on each new block, a
 DEADLINE_S = 600  # a swap's deadline: it bounds the price we accept, not the nonce
 
 
+class SharedRead:
+    """One read of the node shared by every caller within `fresh_s` of it (orders advanced together
+    ask at once: one round trip, not one each). A read that failed is not kept: the next caller asks
+    again. Shielded: a caller cancelled mid-read never cancels the read the others wait on."""
+
+    def __init__(self, fresh_s: float):
+        self.fresh_s = fresh_s
+        self._read: tuple[float, object] | None = None  # (when, the future of the read)
+
+    async def __call__(self, read):
+        import asyncio
+
+        now = time.monotonic()
+        last = self._read
+        failed = last is not None and last[1].done() and (last[1].cancelled() or last[1].exception() is not None)
+        if last is None or failed or now - last[0] > self.fresh_s:
+            self._read = (now, asyncio.ensure_future(read()))
+        return await asyncio.shield(self._read[1])
+
+
 class EvmExecutor:
     def __init__(self, market: EvmMarket, client, account, *, max_gas_price_wei: int, confirmations: int = 1,
                  deadline_s: int = DEADLINE_S, clock: Callable[[], float] = time.time):
@@ -56,8 +76,8 @@ class EvmExecutor:
         self.cap = max_gas_price_wei
         self.confirmations = confirmations
         self._gone_since: dict[int, int] = {}  # order id -> head when its nonce was first seen taken, no receipt
-        self._fee_read: tuple[float, object] | None = None  # (when, the shared read of the fees)
-        self._head_read: tuple[float, object] | None = None  # (when, the shared read of the head)
+        self._fee_read = SharedRead(FEES_FRESH_S)
+        self._head_read = SharedRead(HEAD_FRESH_S)
         self._pending_at: dict[tuple[int, str], tuple[int, float]] = {}  # (order, tx) -> (head, when) read pending
         self.deadline_s = deadline_s
         self.clock = clock
@@ -126,12 +146,7 @@ class EvmExecutor:
         """The fees to sign at now. Orders advanced together share one read (the driver signs up to
         `concurrency` at once: one read, not one per order), fresh for FEES_FRESH_S, a step of the
         engine: a base fee that moves later is met by the headroom `initial` leaves."""
-        import asyncio
-
-        now = time.monotonic()
-        if self._fee_read is None or now - self._fee_read[0] > FEES_FRESH_S:
-            self._fee_read = (now, asyncio.ensure_future(self._read_fees()))
-        return await asyncio.shield(self._fee_read[1])
+        return await self._fee_read(self._read_fees)
 
     async def _read_fees(self) -> fees.Fees:
         import asyncio
@@ -263,14 +278,7 @@ class EvmExecutor:
         """The chain's block number, one read shared by the look-ups of one engine step: a receipt
         can only appear with a new block, so a pending transaction is read again when one came (or
         every LOOKUP_EVERY_S, for a node that mined nothing, or a reorg back to the same height)."""
-        import asyncio
-
-        now = time.monotonic()
-        read = self._head_read
-        failed = read is not None and read[1].done() and (read[1].cancelled() or read[1].exception() is not None)
-        if read is None or failed or now - read[0] > HEAD_FRESH_S:
-            self._head_read = (now, asyncio.ensure_future(self.client.block_number()))
-        return await asyncio.shield(self._head_read[1])
+        return await self._head_read(self.client.block_number)
 
     async def _look_up(self, order: Order) -> Outcome:
         attempts = order.all_attempts()  # a replaced or cancelled order: any attempt may be the one mined

@@ -92,3 +92,12 @@ async def test_a_row_withdrawn_between_listing_and_taking_is_not_decided(make_en
     assert await inbox.InboxPoller(_owner(h, tmp_path)).drain() == 1
     assert _state(h, ident) == "withdrawn"
     assert h.seq.book.trading_state is TradingState.ACTIVE
+
+
+def test_the_write_lock_wait_is_botctl_lock_wait_s_when_it_is_one_and_10_s_otherwise(monkeypatch):
+    for given, wanted in (("2", 2.0), ("0.1", 0.1), ("3600", 3600.0), ("0", 10.0), ("99999", 10.0), ("soon", 10.0),
+                          ("nan", 10.0), ("", 10.0)):
+        monkeypatch.setenv("BOTCTL_LOCK_WAIT_S", given)
+        assert inbox.busy_wait_s() == wanted, given
+    monkeypatch.delenv("BOTCTL_LOCK_WAIT_S")
+    assert inbox.busy_wait_s() == 10.0

@@ -422,12 +422,15 @@ def test_a_fifo_and_stdin_wake_the_engine_when_a_writer_sends(tmp_path, monkeypa
     read, written = os.pipe()
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(read, "rb"), encoding="utf-8"))
     source = JsonlSource("-", CHAINS)
-    woken = Woken()
-    source.watch(woken)
-    os.write(written, good("s1") + b"\n")
-    woken.wait("a line arrived on stdin")
-    os.close(written)
-    assert [o.id for o in poll_until(source, lambda f: f)] == ["s1"]
+    try:
+        woken = Woken()
+        source.watch(woken)
+        os.write(written, good("s1") + b"\n")
+        woken.wait("a line arrived on stdin")
+        os.close(written)
+        assert [o.id for o in poll_until(source, lambda f: f)] == ["s1"]
+    finally:
+        source.close()
 
 
 def test_closing_a_followed_file_ends_its_watcher(tmp_path):

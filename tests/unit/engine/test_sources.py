@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -318,12 +319,36 @@ def test_closing_a_source_wakes_a_thread_waiting_for_a_writer(tmp_path):
 
 
 def test_an_unreadable_fifo_is_refused_at_start(tmp_path):
-    path = tmp_path / "signals.fifo"
-    os.mkfifo(path, 0o200)
-    if os.access(path, os.R_OK):
-        pytest.skip("running as a user that reads anything")
-    with pytest.raises(FileNotFoundError, match="cannot be read"):
-        JsonlSource(str(path), CHAINS)
+    """Opening it would block the start (a FIFO opens only with a writer) before it could fail."""
+    if os.geteuid() != 0:
+        path = tmp_path / "signals.fifo"
+        os.mkfifo(path, 0o200)
+        with pytest.raises(FileNotFoundError, match="cannot be read"):
+            JsonlSource(str(path), CHAINS)
+        return
+    # root reads anything: the check runs as another user (uid 65534), on a FIFO only root may read
+    import shutil
+    import subprocess
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="botctl-fifo-"))
+    try:
+        os.chmod(shared, 0o755)
+        os.mkfifo(shared / "signals.fifo", 0o600)
+        code = ("from engine.sources import JsonlSource\n"
+                "from engine.venues.paper.market import CHAINS\n"
+                "try:\n    JsonlSource('signals.fifo', CHAINS)\n"
+                "except FileNotFoundError as exc:\n    print('REFUSED', exc)\n")
+        other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c"]
+        probe = subprocess.run([*other, "import engine.sources"], capture_output=True, text=True, cwd=shared,
+                               timeout=60)
+        if probe.returncode != 0:  # (CI's venv lives in a directory only its owner may enter)
+            pytest.skip(f"cannot run botctl's python as uid 65534 here: {probe.stderr.strip()[-200:]}")
+        ran = subprocess.run([*other, code], capture_output=True, text=True, cwd=shared, timeout=60)
+        assert "REFUSED signals file signals.fifo cannot be read: Permission denied" in ran.stdout, \
+            ran.stdout + ran.stderr
+    finally:
+        shutil.rmtree(shared)
 
 
 # ---------------------------------------------------------------------------------------------- stdin
